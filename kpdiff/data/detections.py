@@ -1,0 +1,114 @@
+"""Precomputed person-detector boxes, as the top-down pipeline uses them at validation time.
+
+Two JSON layouts are read, both a list of records with an ``xywh`` ``bbox`` and a ``score``:
+
+- DCPose: ``{"image_name": "images/val/<video>/000012.jpg", "bbox": [x, y, w, h], "score": s}``,
+  keyed by the image's last two path parts (``"<video>/000012.jpg"``);
+- COCO detections: ``{"image_id": 10034180012, "bbox": [...], "score": s, "category_id": 1}``,
+  keyed by ``image_id``.
+
+Boxes scoring below ``min_score`` (default 0.2, as DCPose and its successors) are dropped.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import PurePosixPath
+
+import numpy as np
+
+from kpdiff.data.posetrack import _load_json
+from kpdiff.data.structures import FrameAnnotation
+from kpdiff.errors import KpdiffInputError
+
+__all__ = ["DEFAULT_MIN_SCORE", "boxes_for_frame", "image_key", "read_detections"]
+
+DEFAULT_MIN_SCORE = 0.2
+"""Detector boxes with a lower score are dropped (DCPose's validation setting)."""
+
+_EMPTY = np.zeros((0, 5), np.float64)
+
+
+def image_key(image_path: str) -> str:
+    """``"<video folder>/<file name>"``: how DCPose-format boxes find their frame.
+
+    Args:
+        image_path: an image path in any form (``images/val/v/000001.jpg``, absolute, Windows).
+    """
+    parts = PurePosixPath(image_path.replace("\\", "/")).parts
+    return "/".join(parts[-2:])
+
+
+def _field(path: str | os.PathLike, i: int, rec: dict, field: str) -> object:
+    if field not in rec:
+        raise KpdiffInputError(f"{path}: record {i}: field {field!r} is missing")
+    return rec[field]
+
+
+def read_detections(
+    path: str | os.PathLike,
+    *,
+    min_score: float = DEFAULT_MIN_SCORE,
+    category_id: int | None = 1,
+) -> dict[str | int, np.ndarray]:
+    """Read detector boxes (DCPose or COCO-detection layout, told apart by the first record).
+
+    Args:
+        path: the ``.json`` file (a list of records).
+        min_score: boxes with ``score < min_score`` are dropped (default 0.2).
+        category_id: COCO layout only: keep this category (default 1, person); ``None`` keeps all.
+
+    Returns:
+        ``{key: boxes}`` with ``boxes`` a float64 ``[N, 5]`` array of ``(x, y, w, h, score)`` in
+        file order; ``key`` is :func:`image_key` of ``image_name`` (DCPose) or the ``image_id``
+        (COCO). Images left with no box are absent.
+
+    Raises:
+        KpdiffInputError: not a list of records, a layout mixing both kinds, a missing field, a
+            ``bbox`` that is not 4 finite numbers with ``w, h >= 0``, a non-finite score.
+    """
+    data = _load_json(path)
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise KpdiffInputError(f"{path}: expected a JSON list of detection records")
+    dcpose = bool(data) and "image_name" in data[0]
+    out: dict[str | int, list[list[float]]] = {}
+    for i, rec in enumerate(data):
+        if dcpose:
+            name = _field(path, i, rec, "image_name")
+            if not isinstance(name, str):
+                raise KpdiffInputError(f"{path}: record {i}: field 'image_name' must be a string")
+            key: str | int = image_key(name)
+        else:
+            key = _field(path, i, rec, "image_id")
+            if isinstance(key, bool) or not isinstance(key, int):
+                raise KpdiffInputError(f"{path}: record {i}: field 'image_id' must be an integer")
+            if category_id is not None and rec.get("category_id", category_id) != category_id:
+                continue
+        where = f"{path}: record {i} (image {key})"
+        box, score = _field(path, i, rec, "bbox"), _field(path, i, rec, "score")
+        ok = isinstance(box, list) and len(box) == 4
+        ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in box)
+        if not ok or not np.all(np.isfinite(box)) or box[2] < 0 or box[3] < 0:
+            raise KpdiffInputError(
+                f"{where}: field 'bbox' must be [x, y, w, h], w, h >= 0, got {box}"
+            )
+        if isinstance(score, bool) or not isinstance(score, int | float) or not np.isfinite(score):
+            raise KpdiffInputError(f"{where}: field 'score' must be a finite number, got {score!r}")
+        if score >= min_score:
+            out.setdefault(key, []).append([*map(float, box), float(score)])
+    return {k: np.asarray(v, np.float64).reshape(-1, 5) for k, v in out.items()}
+
+
+def boxes_for_frame(detections: dict[str | int, np.ndarray], frame: FrameAnnotation) -> np.ndarray:
+    """The ``[N, 5]`` boxes of ``frame`` (looked up by ``image_id``, then by :func:`image_key`).
+
+    Args:
+        detections: the result of :func:`read_detections`.
+        frame: the frame whose boxes are wanted.
+
+    Returns:
+        ``[N, 5]`` float64 ``(x, y, w, h, score)``; ``[0, 5]`` when the frame has none.
+    """
+    if frame.image_id is not None and frame.image_id in detections:
+        return detections[frame.image_id]
+    return detections.get(image_key(frame.image_path), _EMPTY)

@@ -1,0 +1,617 @@
+"""Read and write PoseTrack annotation files (2017 ``annolist``, 2018 and 2021 COCO-style).
+
+Every reader returns ``list[VideoAnnotation]`` (:mod:`kpdiff.data.structures`) with keypoints in
+the schema's order (default :data:`~kpdiff.data.schemas.POSETRACK`). Two readings of the third
+keypoint value, chosen by ``predictions``:
+
+- ground truth (``predictions=False``): ``(x, y, v)`` as in the file; PoseTrack17 points get
+  ``v = is_visible`` (1 when absent). A joint is absent when ``x = y = v = 0``.
+- predictions (``predictions=True``): ``(x, y, score)``; the score comes from the ``scores`` list
+  (2018/21) or the point's ``score`` (2017) and is :data:`MISSING_SCORE` (−9999, poseval's value)
+  when the file has none. Joints absent in the file are stored as ``(0, 0, 0)``.
+
+Bad files raise :class:`~kpdiff.errors.KpdiffInputError` naming the file, the record and the field.
+Writers replace their target atomically (temporary file in the same folder, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kpdiff.data.schemas import POSETRACK, KeypointSchema
+from kpdiff.data.structures import FrameAnnotation, PersonAnnotation, VideoAnnotation
+from kpdiff.errors import KpdiffInputError
+
+__all__ = [
+    "MISSING_SCORE",
+    "POSETRACK17_JOINTS",
+    "detect_format",
+    "read_posetrack",
+    "read_posetrack17",
+    "read_posetrack18",
+    "read_posetrack21",
+    "write_json_atomic",
+    "write_posetrack18",
+    "write_posetrack18_predictions",
+]
+
+MISSING_SCORE = -9999.0
+"""Score given to a predicted joint whose file carries no score (poseval's ``MIN_SCORE``)."""
+
+POSETRACK17_JOINTS = (
+    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
+    "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist",
+    "head_bottom", "nose", "head_top",
+)  # fmt: skip
+"""PoseTrack17 point ``id`` -> keypoint name (poseval calls ``head_bottom`` "neck")."""
+
+PathLike = str | os.PathLike
+
+
+def _fail(path: PathLike, where: str, field: str, msg: str) -> KpdiffInputError:
+    return KpdiffInputError(f"{path}: {where}: field {field!r}: {msg}")
+
+
+def _load_json(path: PathLike) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise KpdiffInputError(f"{path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise KpdiffInputError(f"{path}: not valid JSON ({e})") from None
+
+
+def _numbers(v: Any, n: int | None, path: PathLike, where: str, field: str) -> list[float]:
+    """``v`` as a list of finite numbers (of length ``n`` when given)."""
+    ok = isinstance(v, list) and all(
+        isinstance(x, int | float) and not isinstance(x, bool) for x in v
+    )
+    if not ok:
+        raise _fail(path, where, field, f"expected a list of numbers, got {str(v)[:80]}")
+    if n is not None and len(v) != n:
+        raise _fail(path, where, field, f"expected {n} numbers, got {len(v)}")
+    if not np.all(np.isfinite(np.asarray(v, dtype=np.float64))):
+        raise _fail(path, where, field, "expected finite numbers, got NaN/inf")
+    return v
+
+
+def _scalar(v: Any, path: PathLike, where: str, field: str, kind: type = float) -> Any:
+    """A number, also unwrapping PoseTrack17's one-element lists (``[3]`` -> ``3``)."""
+    if isinstance(v, list) and len(v) == 1:
+        v = v[0]
+    if isinstance(v, str) and kind is int and v.strip().lstrip("-").isdigit():
+        v = int(v)
+    if kind is int:
+        ok = (isinstance(v, int) and not isinstance(v, bool)) or (
+            isinstance(v, float) and v.is_integer()
+        )
+        if not ok:
+            raise _fail(path, where, field, f"expected an integer, got {v!r}")
+        return int(v)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v):
+        raise _fail(path, where, field, f"expected a finite number, got {v!r}")
+    return float(v)
+
+
+def _flag(v: Any, path: PathLike, where: str, field: str) -> int:
+    """A 0/1 flag given as a bool, a number, a digit string or a one-element list of those."""
+    if isinstance(v, list) and len(v) == 1:
+        v = v[0]
+    if v is None:
+        return 0
+    return int(v) if isinstance(v, bool) else _scalar(v, path, where, field, int)
+
+
+def _frame_number(name: str) -> int | None:
+    stem = Path(name).stem.split("_")[0]
+    return int(stem) if re.fullmatch(r"\d+", stem) else None
+
+
+# --------------------------------------------------------------------------- PoseTrack18 / 21
+
+
+def _category_columns(data: dict, schema: KeypointSchema, path: PathLike) -> list[int]:
+    """Schema index of each keypoint column of a COCO-style file (identity without names)."""
+    cats = data.get("categories") or []
+    if not isinstance(cats, list):
+        raise _fail(path, "categories", "categories", "expected a list")
+    names = next(
+        (c.get("keypoints") for c in cats if isinstance(c, dict) and c.get("keypoints")), None
+    )
+    if names is None:
+        return list(range(schema.num_keypoints))
+    unknown = [n for n in names if n not in schema.keypoints]
+    if unknown or len(set(names)) != len(names):
+        raise _fail(
+            path, "categories[0]", "keypoints",
+            f"names {unknown or names} do not fit schema {schema.name!r} {schema.keypoints}",
+        )  # fmt: skip
+    return [schema.index(n) for n in names]
+
+
+def _read_regions(im: dict, path: PathLike, where: str) -> list[np.ndarray]:
+    xs, ys = im.get("ignore_regions_x") or [], im.get("ignore_regions_y") or []
+    if not isinstance(xs, list) or not isinstance(ys, list) or len(xs) != len(ys):
+        raise _fail(path, where, "ignore_regions_x", "expected as many x lists as y lists")
+    out = []
+    for r, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        x = _numbers(x, None, path, where, f"ignore_regions_x[{r}]")
+        y = _numbers(y, len(x), path, where, f"ignore_regions_y[{r}]")
+        out.append(np.stack([np.asarray(x, np.float64), np.asarray(y, np.float64)], -1))
+    return out
+
+
+def _read_person18(
+    a: dict, cols: list[int], schema: KeypointSchema, predictions: bool, path: PathLike, where: str
+) -> PersonAnnotation:
+    n = len(cols)
+    raw = np.asarray(_numbers(a.get("keypoints"), 3 * n, path, where, "keypoints"), np.float64)
+    raw = raw.reshape(n, 3)
+    if predictions:
+        absent = (raw[:, 0] == 0) & (raw[:, 1] == 0) & (raw[:, 2] == 0)
+        scores = a.get("scores") or []
+        if scores:
+            raw[:, 2] = _numbers(scores, n, path, where, "scores")
+        else:
+            raw[:, 2] = MISSING_SCORE
+        raw[absent] = 0.0
+    kp = np.zeros((schema.num_keypoints, 3), np.float64)
+    kp[cols] = raw
+    boxes = {}
+    for field in ("bbox", "bbox_head"):
+        b = a.get(field)
+        boxes[field] = None if b in (None, []) else np.asarray(_numbers(b, 4, path, where, field))
+    head = boxes["bbox_head"]
+    if head is not None:  # xywh in the file, xyxy in memory (x2 = x + w, as poseval computes it)
+        head = np.array([head[0], head[1], head[0] + head[2], head[1] + head[3]])
+    tid = a.get("track_id")
+    score = a.get("score")
+    return PersonAnnotation(
+        keypoints=kp,
+        box=boxes["bbox"],
+        head_box=head,
+        track_id=None if tid is None else _scalar(tid, path, where, "track_id", int),
+        score=None if score is None else _scalar(score, path, where, "score"),
+    )
+
+
+def read_posetrack18(
+    path: PathLike, *, predictions: bool = False, schema: KeypointSchema = POSETRACK
+) -> list[VideoAnnotation]:
+    """Read one PoseTrack18 (or PoseTrack21) COCO-style file.
+
+    A per-video file gives one video named after the file's stem; a merged file whose images lie
+    in several folders gives one video per folder, named after the folder. Frames keep the file's
+    order; ``frame_index`` is the number in the image's file name (``000012.jpg`` -> 12), else
+    its position.
+
+    Args:
+        path: the ``.json`` file.
+        predictions: read the third keypoint value as a score (see the module docstring).
+        schema: keypoint order of the result; the file's ``categories[0].keypoints`` names are
+            mapped onto it (default :data:`POSETRACK`).
+
+    Raises:
+        KpdiffInputError: unreadable JSON, a missing or ill-typed field, duplicate image ids, an
+            annotation whose ``image_id`` is not in ``images``, a keypoint list of the wrong size.
+    """
+    return _parse18(_load_json(path), path, predictions, schema)
+
+
+def _parse18(
+    data: Any, path: PathLike, predictions: bool, schema: KeypointSchema
+) -> list[VideoAnnotation]:
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise _fail(path, "top level", "images", "expected an object with an 'images' list")
+    cols = _category_columns(data, schema, path)
+    frames: dict[int, FrameAnnotation] = {}
+    unflagged: list[int] = []  # images without `is_labeled`: labelled when they have persons
+    for i, im in enumerate(data["images"]):
+        where = f"images[{i}]"
+        if not isinstance(im, dict):
+            raise _fail(path, where, "images", "expected an object")
+        iid = _scalar(im.get("id"), path, where, "id", int)
+        where = f"images[{i}] (image id {iid})"
+        name = im.get("file_name")
+        if not isinstance(name, str):
+            raise _fail(path, where, "file_name", f"expected a string, got {name!r}")
+        if iid in frames:
+            raise _fail(path, where, "id", "duplicate image id")
+        num, labeled = _frame_number(name), im.get("is_labeled")
+        if labeled is None:
+            unflagged.append(iid)
+        frames[iid] = FrameAnnotation(
+            image_path=name,
+            frame_index=i if num is None else num,
+            image_id=iid,
+            is_labeled=bool(_flag(labeled, path, where, "is_labeled")),
+            ignore_regions=_read_regions(im, path, where),
+        )
+    annotations = data.get("annotations") or []
+    if not isinstance(annotations, list):
+        raise _fail(path, "top level", "annotations", "expected a list")
+    for j, a in enumerate(annotations):
+        if not isinstance(a, dict):
+            raise _fail(path, f"annotations[{j}]", "annotations", "expected an object")
+        iid = _scalar(a.get("image_id"), path, f"annotations[{j}]", "image_id", int)
+        where = f"annotations[{j}] (image id {iid})"
+        if iid not in frames:
+            raise _fail(path, where, "image_id", "no image with this id in 'images'")
+        frames[iid].persons.append(_read_person18(a, cols, schema, predictions, path, where))
+    for iid in unflagged:
+        frames[iid].is_labeled = bool(frames[iid].persons)
+    return _group_by_folder(list(frames.values()), Path(path).stem)
+
+
+def _group_by_folder(frames: list[FrameAnnotation], stem: str) -> list[VideoAnnotation]:
+    groups: dict[str, list[FrameAnnotation]] = {}
+    for f in frames:
+        groups.setdefault(os.path.dirname(f.image_path), []).append(f)
+    if len(groups) <= 1:
+        return [VideoAnnotation(name=stem, frames=frames)]
+    return [VideoAnnotation(name=os.path.basename(k) or k, frames=v) for k, v in groups.items()]
+
+
+def read_posetrack21(
+    path: PathLike,
+    *,
+    split: str = "val",
+    predictions: bool = False,
+    schema: KeypointSchema = POSETRACK,
+) -> list[VideoAnnotation]:
+    """Read PoseTrack21 pose annotations (``posetrack_data/<split>/*.json``).
+
+    PoseTrack21 keeps PoseTrack18's per-video format and keypoints (the ears are placeholders)
+    and adds ``person_id`` and ``has_labeled_person``, which are not needed here. Frames with
+    boxes but no keypoints have ``is_labeled = false`` and are skipped by the evaluation.
+
+    Args:
+        path: the dataset root (holding ``posetrack_data/``), ``posetrack_data/`` itself, a split
+            folder of ``.json`` files, or one file.
+        split: the split folder to read under a root (default ``"val"``).
+        predictions: read the third keypoint value as a score.
+        schema: keypoint order of the result (default :data:`POSETRACK`).
+    """
+    files = _json_files(path, split)
+    return _read_files(files, lambda f: read_posetrack18(f, predictions=predictions, schema=schema))
+
+
+# --------------------------------------------------------------------------- PoseTrack17
+
+
+def _read_person17(
+    r: dict, schema: KeypointSchema, predictions: bool, path: PathLike, where: str
+) -> PersonAnnotation:
+    kp = np.zeros((schema.num_keypoints, 3), np.float64)
+    head = None
+    if any(k in r for k in ("x1", "y1", "x2", "y2")):
+        head = np.array([_scalar(r.get(k), path, where, k) for k in ("x1", "y1", "x2", "y2")])
+    annopoints = r.get("annopoints") or []
+    if isinstance(annopoints, dict):
+        annopoints = [annopoints]
+    points = (annopoints[0] or {}).get("point", []) if annopoints else []
+    if not isinstance(points, list):
+        raise _fail(path, where, "annopoints", "expected a list of points")
+    seen = set()
+    for p, pt in enumerate(points):
+        pw = f"{where}, point {p}"
+        jid = _scalar(pt.get("id") if isinstance(pt, dict) else None, path, pw, "id", int)
+        if not 0 <= jid < len(POSETRACK17_JOINTS):
+            continue  # poseval ignores ids it does not know
+        if jid in seen:
+            raise _fail(path, pw, "id", f"joint id {jid} appears twice in one person")
+        seen.add(jid)
+        name = POSETRACK17_JOINTS[jid]
+        if name not in schema.keypoints:
+            continue
+        x, y = (_scalar(pt.get(k), path, pw, k) for k in ("x", "y"))
+        if predictions:
+            s = pt.get("score")
+            third = MISSING_SCORE if s is None else _scalar(s, path, pw, "score")
+        else:
+            vis = pt.get("is_visible")
+            third = 1.0 if vis is None else float(_flag(vis, path, pw, "is_visible"))
+        kp[schema.index(name)] = (x, y, third)
+    tid, score = r.get("track_id"), r.get("score")
+    return PersonAnnotation(
+        keypoints=kp,
+        head_box=head,
+        track_id=None if tid is None else _scalar(tid, path, where, "track_id", int),
+        score=None if score is None else _scalar(score, path, where, "score"),
+    )
+
+
+def _read_regions17(entry: dict, path: PathLike, where: str) -> list[np.ndarray]:
+    regions = entry.get("ignore_regions") or []
+    out = []
+    for r, reg in enumerate(regions if isinstance(regions, list) else [None]):
+        pts = reg.get("point") if isinstance(reg, dict) else None
+        if not isinstance(pts, list):
+            raise _fail(path, where, f"ignore_regions[{r}]", "expected {'point': [...]}")
+        xy = [
+            [_scalar(p.get(k) if isinstance(p, dict) else None, path, where, f"ignore_regions[{r}]")
+             for k in ("x", "y")]
+            for p in pts
+        ]  # fmt: skip
+        out.append(np.asarray(xy, np.float64).reshape(-1, 2))
+    return out
+
+
+def read_posetrack17(
+    path: PathLike, *, predictions: bool = False, schema: KeypointSchema = POSETRACK
+) -> list[VideoAnnotation]:
+    """Read one PoseTrack17 ``annolist`` file (one video, named after the file's stem).
+
+    Head boxes come from ``x1, y1, x2, y2`` (already ``xyxy``); ``frame_index`` is ``imgnum − 1``
+    when given, else the number in the image's file name, else the position. ``image_id`` is
+    ``None``. Points with an ``id`` outside 0..14 are ignored, as poseval does.
+
+    Args:
+        path: the ``.json`` file.
+        predictions: read point ``score`` values as the third keypoint value.
+        schema: keypoint order of the result (default :data:`POSETRACK`).
+
+    Raises:
+        KpdiffInputError: unreadable JSON, no ``annolist``, an ill-typed field, a joint id twice.
+    """
+    return _parse17(_load_json(path), path, predictions, schema)
+
+
+def _parse17(
+    data: Any, path: PathLike, predictions: bool, schema: KeypointSchema
+) -> list[VideoAnnotation]:
+    annolist = data.get("annolist") if isinstance(data, dict) else None
+    if not isinstance(annolist, list):
+        raise _fail(path, "top level", "annolist", "expected an object with an 'annolist' list")
+    frames = []
+    for i, entry in enumerate(annolist):
+        where = f"annolist[{i}]"
+        image = entry.get("image") if isinstance(entry, dict) else None
+        image = image[0] if isinstance(image, list) and image else image
+        name = image.get("name") if isinstance(image, dict) else None
+        if not isinstance(name, str):
+            raise _fail(path, where, "image", "expected [{'name': <image path>}]")
+        rects = entry.get("annorect") or []
+        if not isinstance(rects, list):
+            raise _fail(path, where, "annorect", "expected a list")
+        persons = [
+            _read_person17(r if isinstance(r, dict) else {}, schema, predictions, path,
+                           f"{where}, annorect[{j}]")
+            for j, r in enumerate(rects)
+        ]  # fmt: skip
+        imgnum, num = entry.get("imgnum"), _frame_number(name)
+        if imgnum is not None:
+            index = _scalar(imgnum, path, where, "imgnum", int) - 1
+        else:
+            index = i if num is None else num
+        labeled = entry.get("is_labeled")
+        frames.append(
+            FrameAnnotation(
+                image_path=name,
+                frame_index=index,
+                is_labeled=bool(
+                    persons if labeled is None else _flag(labeled, path, where, "is_labeled")
+                ),
+                persons=persons,
+                ignore_regions=_read_regions17(entry, path, where),
+            )
+        )
+    return [VideoAnnotation(name=Path(path).stem, frames=frames)]
+
+
+# --------------------------------------------------------------------------- any format
+
+
+def detect_format(path: PathLike) -> str:
+    """``"posetrack17"``, ``"posetrack18"`` or ``"posetrack21"`` for one annotation file.
+
+    PoseTrack21 is told from 2018 by its ``person_id`` / ``has_labeled_person`` fields.
+    """
+    return _format_of(_load_json(path), path)
+
+
+def _format_of(data: Any, path: PathLike) -> str:
+    if isinstance(data, dict) and "annolist" in data:
+        return "posetrack17"
+    if isinstance(data, dict) and "images" in data:
+        first = [
+            x[0] for x in (data["images"], data.get("annotations")) if isinstance(x, list) and x
+        ]
+        is21 = any(
+            isinstance(r, dict) and ("person_id" in r or "has_labeled_person" in r) for r in first
+        )
+        return "posetrack21" if is21 else "posetrack18"
+    raise KpdiffInputError(f"{path}: not a PoseTrack file (no 'annolist' and no 'images')")
+
+
+def _json_files(path: PathLike, split: str) -> list[Path]:
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if not p.is_dir():
+        raise KpdiffInputError(f"{path}: no such file or folder")
+    for folder in (p, p / split, p / "posetrack_data" / split, p / "annotations" / split):
+        files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        if files:
+            return files
+    raise KpdiffInputError(
+        f"{path}: no .json files in it, nor in {split}/, posetrack_data/{split}/ or "
+        f"annotations/{split}/"
+    )
+
+
+def _read_files(files: Sequence[Path], read) -> list[VideoAnnotation]:
+    videos, origin = [], {}
+    for f in files:
+        for v in read(f):
+            if v.name in origin:
+                raise KpdiffInputError(f"{f}: video {v.name!r} already read from {origin[v.name]}")
+            origin[v.name] = f
+            videos.append(v)
+    return videos
+
+
+def read_posetrack(
+    path: PathLike,
+    *,
+    split: str = "val",
+    predictions: bool = False,
+    schema: KeypointSchema = POSETRACK,
+) -> list[VideoAnnotation]:
+    """Read PoseTrack17/18/21 annotations from a file or a folder, detecting each file's format.
+
+    Args:
+        path: a ``.json`` file, a folder of them (read in sorted name order), or a dataset root
+            holding ``<split>/``, ``posetrack_data/<split>/`` (2021) or ``annotations/<split>/``.
+        split: the split folder under a root (default ``"val"``).
+        predictions: read the third keypoint value as a score (see the module docstring).
+        schema: keypoint order of the result (default :data:`POSETRACK`).
+
+    Returns:
+        the videos, in file order; video names are unique (a clash raises).
+    """
+
+    def read(f: Path) -> list[VideoAnnotation]:
+        data = _load_json(f)
+        parse = _parse17 if _format_of(data, f) == "posetrack17" else _parse18
+        return parse(data, f, predictions, schema)
+
+    return _read_files(_json_files(path, split), read)
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def write_json_atomic(obj: Any, path: PathLike) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically: a temporary file in the same folder, then
+    ``os.replace``. A reader never sees a half-written file. Parent folders are created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode honours the umask
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _person_json(
+    p: PersonAnnotation,
+    j: int,
+    image_id: int,
+    schema: KeypointSchema,
+    predictions: bool,
+    where: str,
+) -> dict:
+    kp = np.asarray(p.keypoints, np.float64)
+    if kp.shape != (schema.num_keypoints, 3) or not np.all(np.isfinite(kp)):
+        raise KpdiffInputError(
+            f"{where}, person {j}: keypoints must be finite with shape [{schema.num_keypoints}, 3],"
+            f" got {kp.shape}"
+        )
+    absent = np.all(kp == 0, axis=1)
+    out: dict[str, Any] = {
+        "id": image_id * 100 + j,
+        "image_id": image_id,
+        "category_id": 1,
+        "track_id": j if p.track_id is None else int(p.track_id),
+        "iscrowd": False,
+    }
+    if predictions:  # third value: 1 = present, 0 = absent; the scores go to `scores`
+        flags = np.where(absent, 0.0, 1.0)
+        out["keypoints"] = np.column_stack([kp[:, :2], flags]).ravel().tolist()
+        out["scores"] = kp[:, 2].tolist()
+    else:
+        out["keypoints"] = kp.ravel().tolist()
+        out["scores"] = []
+        out["num_keypoints"] = int((~absent).sum())
+    if p.box is not None:
+        out["bbox"] = np.asarray(p.box, np.float64).tolist()
+    if p.head_box is not None:
+        x1, y1, x2, y2 = np.asarray(p.head_box, np.float64).tolist()
+        out["bbox_head"] = [x1, y1, x2 - x1, y2 - y1]
+    if p.score is not None:
+        out["score"] = float(p.score)
+    return out
+
+
+def _video_json(video: VideoAnnotation, schema: KeypointSchema, predictions: bool) -> dict:
+    vid = video.name.split("_")[0]
+    images, annotations = [], []
+    for i, f in enumerate(video.frames):
+        iid = i if f.image_id is None else int(f.image_id)
+        images.append({
+            "id": iid,
+            "file_name": f.image_path,
+            "frame_id": iid,
+            "vid_id": vid,
+            "nframes": len(video.frames),
+            "is_labeled": bool(f.is_labeled),
+            "has_no_densepose": True,
+            "ignore_regions_x": [np.asarray(r)[:, 0].tolist() for r in f.ignore_regions],
+            "ignore_regions_y": [np.asarray(r)[:, 1].tolist() for r in f.ignore_regions],
+        })  # fmt: skip
+        where = f"video {video.name!r}, frame {i} ({f.image_path})"
+        annotations += [
+            _person_json(p, j, iid, schema, predictions, where) for j, p in enumerate(f.persons)
+        ]
+    category = {
+        "supercategory": "person",
+        "id": 1,
+        "name": "person",
+        "keypoints": list(schema.keypoints),
+        "skeleton": [[a + 1, b + 1] for a, b in schema.skeleton],
+    }
+    return {"images": images, "annotations": annotations, "categories": [category]}
+
+
+def write_posetrack18(
+    video: VideoAnnotation, path: PathLike, *, schema: KeypointSchema = POSETRACK
+) -> Path:
+    """Write one video's ground truth as a PoseTrack18 file (atomically); returns the path.
+
+    Keypoints are written as stored ``(x, y, v)``, head boxes as ``bbox_head`` ``xywh``, ignore
+    regions as ``ignore_regions_x/_y``, categories from ``schema`` (1-based skeleton). A frame
+    without ``image_id`` gets its position in the video; a person without ``track_id`` gets its
+    position in the frame. ``read_posetrack18`` reads the file back to an equal video.
+
+    Args:
+        video: the video; its ``name`` becomes ``vid_id`` up to the first ``_``.
+        path: target ``.json`` path (parent folders are created).
+        schema: the keypoint schema of ``video`` (default :data:`POSETRACK`).
+    """
+    return write_json_atomic(_video_json(video, schema, predictions=False), path)
+
+
+def write_posetrack18_predictions(
+    video: VideoAnnotation, path: PathLike, *, schema: KeypointSchema = POSETRACK
+) -> Path:
+    """Write one video's predictions as a PoseTrack18 submission file (atomically).
+
+    ``keypoints[:, 2]`` of each person is its joints' scores (for DiffPose: heatmap max × box
+    score, computed by the caller); they go to the ``scores`` list while the keypoint triplets
+    get ``v = 1`` (``0`` for a joint stored as ``(0, 0, 0)``, which poseval reads as absent).
+    Every frame is written, labelled or not, with ``id``, ``file_name``, ``frame_id``,
+    ``vid_id``, ``is_labeled``, as poseval expects; persons get ``track_id`` and ``image_id``.
+
+    Args:
+        video: the predicted video; frames in the ground truth's order with its image ids.
+        path: target ``.json`` path (parent folders are created).
+        schema: the keypoint schema of ``video`` (default :data:`POSETRACK`).
+    """
+    return write_json_atomic(_video_json(video, schema, predictions=True), path)

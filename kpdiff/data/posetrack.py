@@ -439,7 +439,8 @@ def _json_files(path: PathLike, split: str) -> list[Path]:
         return [p]
     if not p.is_dir():
         raise KpdiffInputError(f"{path}: no such file or folder")
-    for folder in (p, p / split, p / "posetrack_data" / split, p / "annotations" / split):
+    # A dataset root's split folders win over stray JSON files (a manifest) in the root itself.
+    for folder in (p / "annotations" / split, p / "posetrack_data" / split, p / split, p):
         files = sorted(folder.glob("*.json")) if folder.is_dir() else []
         if files:
             return files

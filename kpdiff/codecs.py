@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from kpdiff.errors import KpdiffInputError, check_finite, check_shape
+from kpdiff.kernels import decode_heatmaps, render_heatmaps, use_triton  # fused CUDA paths
 
 __all__ = [
     "GaussianHeatmapCodec",
@@ -101,6 +102,9 @@ class GaussianHeatmapCodec:
         sizes = check_shape("keypoints", keypoints, ("B", "K", 2))
         check_shape("visibility", visibility, ("B", "K"), sizes)
         check_finite("keypoints", keypoints)
+        if use_triton(keypoints, visibility):  # kpdiff.kernels: same result, one fused kernel
+            kw = {"heatmap_size": self.heatmap_size, "stride": self.stride, "sigma": self.sigma}
+            return render_heatmaps(keypoints, visibility, **kw)
         h, w = self.heatmap_size
         uv = self.to_heatmap_coords(keypoints.float())
         u, v = uv[..., 0, None, None], uv[..., 1, None, None]  # [B, K, 1, 1]
@@ -130,6 +134,8 @@ class GaussianHeatmapCodec:
         h, w = self.heatmap_size
         check_shape("heatmaps", heatmaps, (None, None, h, w))
         check_finite("heatmaps", heatmaps)
+        if self.refine in ("quarter", "none") and use_triton(heatmaps):  # kpdiff.kernels (fused)
+            return decode_heatmaps(heatmaps, stride=self.stride, refine=self.refine)
         hm = heatmaps.float()
         flat = hm.flatten(2)
         maxvals, idx = flat.max(dim=-1)

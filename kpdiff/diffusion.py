@@ -20,6 +20,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from kpdiff.codecs import SignalRange
 from kpdiff.errors import KpdiffInputError, check_finite, check_shape
+from kpdiff.kernels import ddim_step as ddim_update
 
 __all__ = ["Denoiser", "HeatmapDiffusion", "default_scheduler", "device_of"]
 
@@ -341,16 +342,9 @@ class HeatmapDiffusion:
         abar = self.alphas_cumprod
         a_t = abar[t].item()
         a_prev = abar[t_prev].item() if t_prev >= 0 else 1.0
-        eps = (x_t - a_t**0.5 * x0_hat) / (1 - a_t) ** 0.5
-        x0 = x0_hat
-        if self._template.config.get("clip_sample", False):
-            x0 = x0_hat.clamp(-self.signal.scale, self.signal.scale)
-        sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5
-        x_prev = a_prev**0.5 * x0 + max(1 - a_prev - sigma**2, 0.0) ** 0.5 * eps
-        if sigma > 0:
-            z = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
-            x_prev = x_prev + sigma * z
-        return x_prev
+        clip = self.signal.scale if self._template.config.get("clip_sample", False) else None
+        # One definition of the update: the torch reference, or its fused kernel on CUDA.
+        return ddim_update(x_t, x0_hat, a_t, a_prev, eta=eta, clip_range=clip, generator=generator)
 
     def _to_heatmaps(self, x0_hat: torch.Tensor) -> torch.Tensor:
         """x̂₀ in signal units, clipped to ``[-scale, scale]``, → heatmap units ``[0, 1]``."""

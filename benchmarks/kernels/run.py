@@ -1,0 +1,285 @@
+"""Benchmark kpdiff's Triton kernels against torch eager and torch.compile at DiffPose's shapes.
+
+    python benchmarks/kernels/run.py                  # everything, fp32 and bf16
+    python benchmarks/kernels/run.py --quick          # one shape per kernel
+    python benchmarks/kernels/run.py --json out.json  # also save the rows
+
+Shapes: N = 10 hypotheses × batch 32 = 320 samples, K = 17 joints, 64×48 heatmaps; the lookup at
+decoder widths 64/128/256 (and the default model's 192/64/32) at 16×12, 32×24 and 64×48. Each
+row gives the median time (``triton.testing.do_bench``, L2 flushed between runs), the speed-up
+of the Triton kernel and its achieved bandwidth against the card's peak (the bytes a perfect
+kernel must move: every input read once, every output written once). Last, the whole
+``DiffPose.predict`` with and without the kernels, when ``kpdiff.diffpose`` exists.
+
+Needs a CUDA GPU; without one it says so and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+# Peak DRAM bandwidth in GB/s by device-name fragment, most specific first (vendor data sheets).
+PEAK_GBPS = [
+    ("H200", 4800.0),
+    ("H100 NVL", 3900.0),
+    ("H100 PCIe", 2000.0),
+    ("H100", 3350.0),  # SXM5 80 GB HBM3
+    ("A100-SXM4-80GB", 2039.0),
+    ("A100 80GB PCIe", 1935.0),
+    ("A100", 1555.0),
+    ("L40S", 864.0),
+    ("A10G", 600.0),
+    ("RTX 4090", 1008.0),
+]
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass
+class Row:
+    """One benchmark result; times in milliseconds, NaN where a variant failed."""
+
+    kernel: str
+    shape: str
+    dtype: str
+    eager_ms: float
+    compile_ms: float
+    triton_ms: float
+    gbytes: float
+
+    def speedups(self) -> tuple[float, float]:
+        return self.eager_ms / self.triton_ms, self.compile_ms / self.triton_ms
+
+
+def peak_gbps(device: int = 0) -> tuple[float, str]:
+    """The card's peak DRAM bandwidth (GB/s) and where the figure comes from."""
+    props = torch.cuda.get_device_properties(device)
+    for fragment, gbps in PEAK_GBPS:
+        if fragment in props.name:
+            return gbps, f"table ({fragment})"
+    clock_khz = getattr(props, "memory_clock_rate", 0)
+    bus_bits = getattr(props, "memory_bus_width", 0)
+    if clock_khz and bus_bits:  # double data rate: 2 transfers per clock
+        return 2 * clock_khz * 1e3 * bus_bits / 8 / 1e9, "memory clock × bus width"
+    return float("nan"), "unknown (pass --peak-gbps)"
+
+
+def bench(fn: Callable[[], Any], grad_to_none: list[torch.Tensor] | None = None) -> float:
+    """Median milliseconds of ``fn()``, or NaN when it raises (e.g. a compile failure)."""
+    from triton.testing import do_bench
+
+    try:
+        return float(do_bench(fn, grad_to_none=grad_to_none, return_mode="median"))
+    except Exception as e:  # report and go on: one failing variant must not stop the run
+        print(f"    ! {getattr(fn, '__name__', 'fn')}: {type(e).__name__}: {e}", file=sys.stderr)
+        return float("nan")
+
+
+def three_ways(
+    name: str, shape: str, dtype: str, gbytes: float, ref: Callable, fused: Callable, *args: Any
+) -> Row:
+    """Time ``ref(*args)`` eager and compiled, and ``fused(*args)``."""
+    compiled = torch.compile(ref, dynamic=False)
+    return Row(
+        name, shape, dtype,
+        bench(lambda: ref(*args)), bench(lambda: compiled(*args)), bench(lambda: fused(*args)),
+        gbytes,
+    )  # fmt: skip
+
+
+def lookup_rows(dtype: str, quick: bool) -> list[Row]:
+    from kpdiff.kernels.reference import lookup_concat_reference as ref
+    from kpdiff.kernels.triton_lookup import LookupConcat, lookup_concat_forward
+
+    dt, es = DTYPES[dtype], DTYPES[dtype].itemsize
+    sizes = [(16, 12), (32, 24), (64, 48)]
+    configs = [(c, hw) for c in (64, 128, 256) for hw in sizes]
+    configs += [(192, (16, 12)), (64, (32, 24)), (32, (64, 48))]  # the default model's widths
+    if quick:
+        configs = [(256, (16, 12))]
+    rows = []
+    for c, (h, w) in configs:
+        x = torch.randn(320, c, h, w, device="cuda", dtype=dt)
+        f = torch.randn(320, c, h, w, device="cuda", dtype=dt)
+        gb = es * 320 * h * w * (c + c + 2 * c) / 1e9
+        rows.append(three_ways("lookup fwd", f"320×{c}×{h}×{w}", dtype, gb, ref,
+                               lookup_concat_forward, x, f))  # fmt: skip
+        # training: batch 32, forward + backward
+        x = torch.randn(32, c, h, w, device="cuda", dtype=dt, requires_grad=True)
+        f = torch.randn(32, c, h, w, device="cuda", dtype=dt, requires_grad=True)
+        g = torch.randn(32, 2 * c, h, w, device="cuda", dtype=dt)
+        gb = es * 32 * h * w * ((c + c + 2 * c) + (c + c + 2 * c + c + c)) / 1e9
+        compiled = torch.compile(ref, dynamic=False)
+        rows.append(Row(
+            "lookup fwd+bwd", f"32×{c}×{h}×{w}", dtype,
+            bench(lambda: ref(x, f).backward(g), [x, f]),  # noqa: B023
+            bench(lambda: compiled(x, f).backward(g), [x, f]),  # noqa: B023
+            bench(lambda: LookupConcat.apply(x, f).backward(g), [x, f]),  # noqa: B023
+            gb,
+        ))  # fmt: skip
+    return rows
+
+
+def ddim_rows(dtype: str, quick: bool) -> list[Row]:
+    from kpdiff.kernels.reference import ddim_step_reference as ref
+    from kpdiff.kernels.triton_ddim import ddim_step_triton
+
+    dt, es = DTYPES[dtype], DTYPES[dtype].itemsize
+    shape = (320, 17, 64, 48)
+    x, x0, z = (torch.randn(shape, device="cuda", dtype=dt) for _ in range(3))
+    n = x.numel()
+    rows = []
+    for eta in (0.0,) if quick else (0.0, 1.0):
+        noise = z if eta > 0 else None
+        gb = es * n * (4 if eta > 0 else 3) / 1e9
+
+        def run(fn: Callable, eta: float = eta, noise: torch.Tensor | None = noise) -> Callable:
+            return lambda a, b: fn(a, b, 0.3, 0.6, eta=eta, clip_range=2.0, noise=noise)
+
+        rows.append(three_ways(f"ddim η={eta:g}", "320×17×64×48", dtype, gb, run(ref),
+                               run(ddim_step_triton), x, x0))  # fmt: skip
+    return rows
+
+
+def render_rows(quick: bool) -> list[Row]:
+    from kpdiff.kernels.reference import render_heatmaps_reference as ref
+    from kpdiff.kernels.triton_render import render_heatmaps_triton
+
+    rows = []
+    for b in (32,) if quick else (32, 320):
+        kp = torch.rand(b, 17, 2, device="cuda") * torch.tensor([192.0, 256.0], device="cuda")
+        vis = torch.ones(b, 17, device="cuda")
+        gb = 4 * b * 17 * 64 * 48 / 1e9
+        rows.append(three_ways("render", f"{b}×17×64×48", "fp32", gb, ref,
+                               render_heatmaps_triton, kp, vis))  # fmt: skip
+    return rows
+
+
+def decode_rows(dtype: str, quick: bool) -> list[Row]:
+    from kpdiff.kernels.reference import decode_heatmaps_reference as ref
+    from kpdiff.kernels.triton_decode import decode_heatmaps_triton
+
+    dt, es = DTYPES[dtype], DTYPES[dtype].itemsize
+    rows = []
+    for b in (320,) if quick else (32, 320):
+        hm = torch.rand(b, 17, 64, 48, device="cuda", dtype=dt)
+        gb = es * hm.numel() / 1e9
+        rows.append(three_ways("decode", f"{b}×17×64×48", dtype, gb, ref,
+                               decode_heatmaps_triton, hm))  # fmt: skip
+    return rows
+
+
+def predict_rows(dtypes: list[str]) -> list[str]:
+    """``DiffPose.predict`` on a batch of 32 clips with and without the kernels."""
+    try:
+        from kpdiff.diffpose import DiffPose
+    except ImportError as e:
+        return [f"DiffPose.predict: skipped, kpdiff.diffpose not importable ({e})"]
+    from kpdiff.kernels import use_kernels
+
+    lines = []
+    try:
+        model = DiffPose().cuda().eval()
+        h, w = model.config.input_size
+        clips = torch.randn(32, 2 * model.config.delta + 1, 3, h, w, device="cuda")
+        for dtype in dtypes:
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+                cond = model.condition(clips)
+                for label, kw in (
+                    ("predict(clips)", {"clips": clips}),
+                    ("predict(cond)", {"cond": cond}),
+                ):
+                    times = {}
+                    for on in (False, True):
+                        with use_kernels(on):
+                            times[on] = wall_ms(lambda kw=kw: model.predict(**kw))
+                    lines.append(
+                        f"DiffPose.{label} [{dtype}, B=32, N=10, 4 steps]: without kernels "
+                        f"{times[False]:.2f} ms, with {times[True]:.2f} ms, "
+                        f"speed-up ×{times[False] / times[True]:.2f}"
+                    )
+    except Exception as e:
+        lines.append(f"DiffPose.predict: failed ({type(e).__name__}: {e})")
+    return lines
+
+
+def wall_ms(fn: Callable[[], Any], warmup: int = 3, reps: int = 10) -> float:
+    """Median wall time of ``fn()`` in ms, synchronising the GPU around each call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def table(rows: list[Row], peak: float) -> str:
+    head = (
+        "| kernel | shape | dtype | eager ms | compile ms | triton ms | × eager | × compile "
+        "| GB/s | % peak |\n|---|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = [head]
+    for r in rows:
+        vs_eager, vs_compile = r.speedups()
+        gbps = r.gbytes / (r.triton_ms / 1e3)
+        lines.append(
+            f"| {r.kernel} | {r.shape} | {r.dtype} | {r.eager_ms:.3f} | {r.compile_ms:.3f} | "
+            f"{r.triton_ms:.3f} | {vs_eager:.2f} | {vs_compile:.2f} | {gbps:.0f} | "
+            f"{100 * gbps / peak:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns the exit status (0 also when there is no GPU)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one shape per kernel")
+    parser.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), default=["fp32", "bf16"])
+    parser.add_argument("--peak-gbps", type=float, help="override the card's peak bandwidth")
+    parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--no-predict", action="store_true", help="skip DiffPose.predict")
+    args = parser.parse_args(argv)
+
+    if not torch.cuda.is_available():
+        print("benchmarks/kernels/run.py needs a CUDA GPU and none is available: nothing measured.")
+        return 0
+    try:
+        import triton
+    except ImportError:
+        print("benchmarks/kernels/run.py needs triton (pip install triton): nothing measured.")
+        return 0
+
+    peak, source = (args.peak_gbps, "--peak-gbps") if args.peak_gbps else peak_gbps()
+    name = torch.cuda.get_device_name()
+    print(f"# {name}, peak {peak:.0f} GB/s ({source}), torch {torch.__version__}, "
+          f"triton {triton.__version__}\n")  # fmt: skip
+    rows: list[Row] = []
+    for dtype in args.dtype:
+        rows += lookup_rows(dtype, args.quick)
+        rows += ddim_rows(dtype, args.quick)
+        rows += decode_rows(dtype, args.quick)
+    rows += render_rows(args.quick)
+    print(table(rows, peak))
+    extra = [] if args.no_predict else predict_rows(args.dtype)
+    if extra:
+        print("\n" + "\n".join(extra))
+    if args.json:
+        with open(args.json, "w") as fh:
+            payload = {"device": name, "peak_gbps": peak, "rows": [asdict(r) for r in rows]}
+            json.dump(payload | {"predict": extra}, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,24 +4,50 @@ The public API, and nothing else. See the docs for the data flow from clip to ke
 """
 
 from kpdiff.codecs import GaussianHeatmapCodec, SignalRange, flip_heatmaps, flip_keypoints
+from kpdiff.decoder import PoseDecoder, StepRescale, timestep_embedding
+from kpdiff.diffpose import PRESETS, DiffPose, DiffPoseConfig
 from kpdiff.diffusion import Denoiser, HeatmapDiffusion, default_scheduler
+from kpdiff.encoder import SpatioTemporalEncoder, load_backbone_state_dict, load_backbone_weights
 from kpdiff.errors import KpdiffError, KpdiffInputError
+from kpdiff.lookup import (
+    ConvMixer,
+    FeaturePyramid,
+    HeatmapEmbed,
+    LookupInteraction,
+    ScaleFusion,
+    TokenMixer,
+)
 from kpdiff.sampling import EnsembleResult, EnsembleSampler, repeat_cond
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "PRESETS",
+    "ConvMixer",
     "Denoiser",
+    "DiffPose",
+    "DiffPoseConfig",
     "EnsembleResult",
     "EnsembleSampler",
+    "FeaturePyramid",
     "GaussianHeatmapCodec",
     "HeatmapDiffusion",
+    "HeatmapEmbed",
     "KpdiffError",
     "KpdiffInputError",
+    "LookupInteraction",
+    "PoseDecoder",
+    "ScaleFusion",
     "SignalRange",
+    "SpatioTemporalEncoder",
+    "StepRescale",
+    "TokenMixer",
     "__version__",
     "default_scheduler",
     "flip_heatmaps",
     "flip_keypoints",
+    "load_backbone_state_dict",
+    "load_backbone_weights",
     "repeat_cond",
+    "timestep_embedding",
 ]

@@ -1,0 +1,309 @@
+"""DiffPose (Feng et al., ICCV 2023): the public pieces of kpdiff assembled into one model.
+
+    clips [B, 2δ+1, 3, H, W] ──SpatioTemporalEncoder──► 𝔽 ──PoseDecoder.prepare──► pyramid (cond)
+    x_T ~ N(0, I) ──N hypotheses × `steps` DDIM steps of PoseDecoder(x_t, t, cond)──► x̂₀
+    mean over hypotheses ──GaussianHeatmapCodec.decode──► keypoints [B, K, 2] (crop pixels)
+
+Every option lives in :class:`DiffPoseConfig` (JSON round trip); the paper's ablations are config
+switches: ``lookup="none"`` (Direct), ``"low_res"``, ``delta=0`` (single frame), ``fusion``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kpdiff.codecs import GaussianHeatmapCodec, SignalRange
+from kpdiff.decoder import PoseDecoder
+from kpdiff.diffusion import HeatmapDiffusion, default_scheduler
+from kpdiff.encoder import SpatioTemporalEncoder
+from kpdiff.errors import KpdiffInputError, check_shape
+from kpdiff.sampling import EnsembleResult, EnsembleSampler
+
+__all__ = ["PRESETS", "DiffPose", "DiffPoseConfig"]
+
+CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
+
+
+@dataclass(frozen=True)
+class DiffPoseConfig:
+    """Every option of :class:`DiffPose`; defaults are the paper's model (``diffpose-b``).
+
+    Args:
+        num_keypoints: K. Default ``17`` (PoseTrack).
+        backbone: timm model name (ViT-style, patch 16). Default ``"vit_base_patch16_224"``.
+        backbone_kwargs: extra ``timm.create_model`` arguments. Default ``{}``.
+        input_size: ``(H, W)`` of the crops, multiples of 16; heatmaps are ``(H/4, W/4)``.
+            Default ``(256, 192)``.
+        delta: δ, frames each side of the key frame (T = 2δ+1). Default ``2``.
+        dim: C, width of 𝔽. Default ``256``.
+        encoder_depth: L, spatio-temporal Transformer layers. Default ``4``.
+        encoder_heads: their heads. Default ``8``.
+        mlp_ratio: their MLP ratio (and the frame MLP's). Default ``4.0``.
+        freeze_backbone: no gradients into the backbone. Default ``False``.
+        gradient_checkpointing: recompute encoder activations in backward. Default ``False``.
+        decoder_dims: decoder widths at 𝔽 ×1/×2/×4. Default ``(128, 64, 32)``.
+        decoder_depth: layers per refine / fuse mixer. Default ``1``.
+        decoder_heads: heads of the 16×12 Transformer. Default ``4``.
+        lookup: ``"full"``, ``"low_res"`` or ``"none"`` (Direct). Default ``"full"``.
+        fusion: ``"sum"`` or ``"concat"`` of the scales. Default ``"sum"``.
+        signal_scale: heatmaps live in ``[-scale, scale]`` during diffusion. Default ``2.0``.
+        num_train_timesteps: T. Default ``1000``.
+        sigma: Gaussian σ of the target heatmaps, heatmap pixels. Default ``2.0``.
+        refine: sub-pixel decoding, ``"quarter"``, ``"dark"`` or ``"none"``. Default
+            ``"quarter"``.
+        num_samples: N, hypotheses averaged by :meth:`DiffPose.predict`. Default ``10``.
+        steps: DDIM steps of :meth:`DiffPose.predict`. Default ``4``.
+        eta: DDIM's η. Default ``0.0``.
+    """
+
+    num_keypoints: int = 17
+    backbone: str = "vit_base_patch16_224"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    input_size: tuple[int, int] = (256, 192)
+    delta: int = 2
+    dim: int = 256
+    encoder_depth: int = 4
+    encoder_heads: int = 8
+    mlp_ratio: float = 4.0
+    freeze_backbone: bool = False
+    gradient_checkpointing: bool = False
+    decoder_dims: tuple[int, int, int] = (128, 64, 32)
+    decoder_depth: int = 1
+    decoder_heads: int = 4
+    lookup: str = "full"
+    fusion: str = "sum"
+    signal_scale: float = 2.0
+    num_train_timesteps: int = 1000
+    sigma: float = 2.0
+    refine: str = "quarter"
+    num_samples: int = 10
+    steps: int = 4
+    eta: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_size", tuple(self.input_size))
+        object.__setattr__(self, "decoder_dims", tuple(self.decoder_dims))
+        object.__setattr__(self, "backbone_kwargs", dict(self.backbone_kwargs))
+        if self.lookup not in ("full", "low_res", "none"):
+            raise KpdiffInputError(
+                f"lookup: expected 'full', 'low_res' or 'none', got {self.lookup!r}"
+            )
+        if self.fusion not in ("sum", "concat"):
+            raise KpdiffInputError(f"fusion: expected 'sum' or 'concat', got {self.fusion!r}")
+        if self.num_keypoints < 1:
+            raise KpdiffInputError(f"num_keypoints: expected >= 1, got {self.num_keypoints}")
+
+    @property
+    def heatmap_size(self) -> tuple[int, int]:
+        """``(H/4, W/4)``: the codec's stride is 4."""
+        return self.input_size[0] // 4, self.input_size[1] // 4
+
+    def replace(self, **overrides: Any) -> DiffPoseConfig:
+        """A copy with some fields changed; unknown names raise :class:`KpdiffInputError`."""
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise KpdiffInputError(f"DiffPoseConfig: unknown options {unknown}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DiffPoseConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`KpdiffInputError`."""
+        return cls().replace(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> DiffPoseConfig:
+        return cls.from_dict(json.loads(text))
+
+
+PRESETS: dict[str, DiffPoseConfig] = {
+    # The paper: ViT-B/16 at 256×192, δ = 2, T = 1000, N = 10, 4 steps.
+    "diffpose-b": DiffPoseConfig(),
+    # A CPU model for tests and demos: 128×96 crops → 32×24 heatmaps, a 2-layer ViT of width 96.
+    "diffpose-tiny": DiffPoseConfig(
+        backbone="vit_tiny_patch16_224",
+        backbone_kwargs={"depth": 2, "embed_dim": 96, "num_heads": 3},
+        input_size=(128, 96),
+        delta=1,
+        dim=64,
+        encoder_depth=1,
+        encoder_heads=4,
+        mlp_ratio=2.0,
+        decoder_dims=(64, 32, 16),
+        decoder_heads=4,
+        sigma=1.5,
+    ),
+}
+
+
+class DiffPose(nn.Module):
+    """SpatioTemporal diffusion model for video pose estimation.
+
+    ``DiffPose(num_keypoints=17, delta=2, …)``, ``DiffPose(config)``, ``DiffPose(config, delta=0)``
+    or ``DiffPose.from_preset("diffpose-tiny", lookup="none")``.
+    """
+
+    def __init__(self, config: DiffPoseConfig | None = None, /, **overrides: Any) -> None:
+        super().__init__()
+        c = self.config = (config or DiffPoseConfig()).replace(**overrides)
+        self.encoder = SpatioTemporalEncoder(
+            backbone=c.backbone, backbone_kwargs=c.backbone_kwargs, input_size=c.input_size,
+            delta=c.delta, dim=c.dim, depth=c.encoder_depth, heads=c.encoder_heads,
+            mlp_ratio=c.mlp_ratio, freeze_backbone=c.freeze_backbone,
+            gradient_checkpointing=c.gradient_checkpointing,
+        )  # fmt: skip
+        self.decoder = PoseDecoder(
+            num_keypoints=c.num_keypoints, feat_dim=c.dim, dims=c.decoder_dims, lookup=c.lookup,
+            fusion=c.fusion, depth=c.decoder_depth, heads=c.decoder_heads,
+            background=-c.signal_scale,
+        )  # fmt: skip
+        self.codec = GaussianHeatmapCodec(c.heatmap_size, stride=4, sigma=c.sigma, refine=c.refine)
+        self.diffusion = HeatmapDiffusion(
+            default_scheduler(c.num_train_timesteps, c.signal_scale),
+            signal=SignalRange(c.signal_scale),
+        )
+        self.sampler = EnsembleSampler(
+            self.diffusion, self.codec, num_samples=c.num_samples, steps=c.steps, eta=c.eta
+        )
+
+    @classmethod
+    def from_preset(cls, name: str, /, **overrides: Any) -> DiffPose:
+        """A model from :data:`PRESETS` (``"diffpose-b"``, ``"diffpose-tiny"``), with overrides."""
+        if name not in PRESETS:
+            raise KpdiffInputError(f"preset: expected one of {sorted(PRESETS)}, got {name!r}")
+        return cls(PRESETS[name], **overrides)
+
+    def condition(self, clips: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The step-invariant condition, once per clip: ``clips [B, 2δ+1, 3, H, W]`` → the
+        decoder's pyramid (𝔽ʲ of 𝔽 = encoder(clips)). Reuse it across N and ``steps``."""
+        return self.decoder.prepare(self.encoder(clips))
+
+    def denoise(
+        self, x_t: torch.Tensor, t: torch.Tensor, cond: tuple[torch.Tensor, ...]
+    ) -> torch.Tensor:
+        """The :class:`~kpdiff.Denoiser`: ``x_t [B, K, H/4, W/4]``, ``t [B]`` → x̂₀ (signal)."""
+        return self.decoder(x_t, t, cond)
+
+    def loss(
+        self,
+        clips: torch.Tensor,
+        heatmaps: torch.Tensor,
+        weights: torch.Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """x₀-prediction loss: ``clips [B, T, 3, H, W]``, target ``heatmaps [B, K, H/4, W/4]``
+        in ``[0, 1]`` (key frame), ``weights [B, K]`` (default ones) → scalar."""
+        self.encoder.check_clips(clips)
+        self._check_heatmaps(heatmaps, clips.shape[0])
+        return self.diffusion.loss(
+            self.denoise, heatmaps, self.condition(clips), weights, generator=generator
+        )
+
+    @torch.no_grad()
+    def predict(
+        self,
+        clips: torch.Tensor | None = None,
+        *,
+        num_samples: int | None = None,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        cond: tuple[torch.Tensor, ...] | None = None,
+        keep_hypotheses: bool = False,
+    ) -> EnsembleResult:
+        """Keypoints of the key frames: ``keypoints [B, K, 2]`` (crop pixels), ``scores``,
+        ``spread [B, K]``, ``heatmaps [B, K, H/4, W/4]``. N and ``steps`` default to the
+        config's (10, 4); pass ``cond`` (from :meth:`condition`) to skip the encoder."""
+        if cond is None:
+            if clips is None:
+                raise KpdiffInputError("predict: expected clips or cond, got neither")
+            cond = self.condition(clips)
+        if not isinstance(cond, (tuple, list)) or not cond:
+            raise KpdiffInputError(
+                f"cond: expected the tuple from DiffPose.condition, got {type(cond).__name__}"
+            )
+        shape = (cond[0].shape[0], self.config.num_keypoints, *self.config.heatmap_size)
+        return self.sampler(
+            self.denoise, cond, shape, num_samples=num_samples, steps=steps,
+            generator=generator, keep_hypotheses=keep_hypotheses,
+        )  # fmt: skip
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(tensors, p))
+        _atomic_write(directory / CONFIG_NAME, lambda p: Path(p).write_text(self.config.to_json()))
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, *, map_location: str | torch.device = "cpu"
+    ) -> DiffPose:
+        """Load what :meth:`save_pretrained` wrote; missing files or a config that does not
+        match the weights raise :class:`KpdiffInputError`."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (directory / name).is_file():
+                raise KpdiffInputError(f"from_pretrained: {directory / name} does not exist")
+        try:
+            config = DiffPoseConfig.from_json((directory / CONFIG_NAME).read_text())
+        except json.JSONDecodeError as err:
+            raise KpdiffInputError(f"from_pretrained: {directory / CONFIG_NAME}: {err}") from err
+        model = cls(config)
+        state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
+        own = model.state_dict()
+        problems = {
+            "missing": sorted(set(own) - set(state)),
+            "unexpected": sorted(set(state) - set(own)),
+            "shape": [
+                f"{k}: file {list(v.shape)}, config {list(own[k].shape)}"
+                for k, v in sorted(state.items())
+                if k in own and v.shape != own[k].shape
+            ],
+        }
+        if any(problems.values()):
+            detail = "; ".join(f"{n} ({len(v)}): {v[:6]}" for n, v in problems.items() if v)
+            raise KpdiffInputError(
+                f"from_pretrained: {WEIGHTS_NAME} does not match {CONFIG_NAME} in {directory}: "
+                f"{detail}"
+            )
+        model.load_state_dict(state)
+        return model.to(map_location)
+
+    def _check_heatmaps(self, heatmaps: torch.Tensor, batch: int) -> None:
+        check_shape(
+            "heatmaps", heatmaps, (batch, self.config.num_keypoints, *self.config.heatmap_size)
+        )
+
+
+def _atomic_write(path: Path, write: Callable[[str], Any]) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

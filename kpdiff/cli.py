@@ -134,5 +134,162 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overrides(values: list[str] | None) -> list[str]:
+    return [v for group in values or [] for v in group.split()]
+
+
+@subcommand(
+    "train",
+    help="train a model from an experiment YAML (torchrun for several processes)",
+    arguments=[
+        arg("config", metavar="CONFIG", help="experiment YAML (see examples/diffpose/configs)"),
+        arg("--set", "-s", action="append", metavar="SECTION.FIELD=VALUE", dest="overrides",
+            help="override one field, e.g. --set optim.lr=1e-3 (repeatable)"),
+        arg("--resume", action="store_true",
+            help="continue the run in runtime.output_dir from its latest checkpoint"),
+    ],
+)  # fmt: skip
+def train(args: argparse.Namespace) -> int:
+    """``kpdiff train CONFIG [--set k=v ...] [--resume]``."""
+    from kpdiff.engine.config import load_config
+    from kpdiff.engine.train import train as run
+
+    config = load_config(args.config, _overrides(args.overrides))
+    result = run(config, resume=args.resume)
+    if result.best_ap is not None:
+        print(f"best validation Mean AP {result.best_ap:.1f} ({result.output_dir / 'best'})")
+    return 0
+
+
+@subcommand(
+    "evaluate-model",
+    help="run a trained model on a dataset split, write predictions and print the AP table",
+    arguments=[
+        arg("checkpoint", metavar="CHECKPOINT",
+            help="a folder written by save_pretrained (e.g. RUN/best or RUN/checkpoints/step-…)"),
+        arg("--data", required=True, metavar="ROOT", help="dataset root (PoseTrack layout)"),
+        arg("--split", default="val", help="split to evaluate (default: val)"),
+        arg("--boxes", default="gt", metavar="gt|FILE",
+            help="'gt' for ground-truth boxes or a detector-box JSON file (default: gt)"),
+        arg("--num-samples", "-n", type=int, nargs="+", default=[10], metavar="N",
+            help="ensemble sizes to evaluate (default: 10)"),
+        arg("--steps", type=int, nargs="+", default=[4], metavar="S",
+            help="DDIM step counts to evaluate (default: 4)"),
+        arg("--out", default=None, metavar="DIR",
+            help="write PoseTrack18 prediction files per grid point and results.json here"),
+        arg("--batch-size", type=int, default=64, help="clips per batch (default: 64)"),
+        arg("--max-clips", type=int, default=None, help="evaluate only this many clips"),
+        arg("--schema", default="posetrack", help="keypoint schema name (default: posetrack)"),
+    ],
+)  # fmt: skip
+def evaluate_model(args: argparse.Namespace) -> int:
+    """``kpdiff evaluate-model CHECKPOINT --data ROOT [--num-samples …] [--steps …]``."""
+    from pathlib import Path
+
+    from kpdiff.data.clips import ClipConfig, TopDownClipDataset
+    from kpdiff.data.posetrack import read_posetrack, write_json_atomic
+    from kpdiff.data.schemas import get_schema
+    from kpdiff.diffpose import DiffPose
+    from kpdiff.engine.distributed import init_distributed
+    from kpdiff.engine.evaluate import evaluate_model as run
+    from kpdiff.engine.evaluate import write_predictions
+
+    info = init_distributed()
+    model = DiffPose.from_pretrained(args.checkpoint).to(info.device)
+    schema = get_schema(args.schema)
+    if schema.num_keypoints != model.config.num_keypoints:
+        raise KpdiffInputError(
+            f"--schema: {schema.name} has {schema.num_keypoints} joints, the checkpoint "
+            f"{model.config.num_keypoints}"
+        )
+    videos = read_posetrack(args.data, split=args.split, schema=schema)
+    if args.boxes != "gt" and not Path(args.boxes).is_file():
+        raise KpdiffInputError(f"--boxes: {args.boxes} does not exist (use 'gt' or a JSON file)")
+    clip_cfg = ClipConfig(delta=model.config.delta, input_size=tuple(model.config.input_size))
+    dataset = TopDownClipDataset.from_videos(
+        videos, args.data, detections=None if args.boxes == "gt" else args.boxes,
+        schema=schema, config=clip_cfg,
+    )  # fmt: skip
+    grid = [(n, s) for n in args.num_samples for s in args.steps]
+    result = run(
+        model, dataset, videos, sweep=grid, batch_size=args.batch_size, info=info,
+        max_clips=args.max_clips, schema=schema,
+    )  # fmt: skip
+    if result is None:  # not rank 0
+        return 0
+    for (n, s), ap in result.ap.items():
+        print(f"N = {n}, steps = {s}")
+        print(ap.table())
+    print(f"{result.clips} clips in {result.seconds:.1f} s (encoder once per clip for the grid)")
+    if args.out:
+        out = Path(args.out)
+        for (n, s), videos_pred in result.predictions.items():
+            write_predictions(videos_pred, out / f"pred_n{n}_steps{s}", schema)
+        write_json_atomic(
+            {f"n{n}_steps{s}": ap.to_dict() for (n, s), ap in result.ap.items()},
+            out / "results.json",
+        )
+    return 0
+
+
+@subcommand(
+    "predict",
+    help="poses on a video (file or folder of frames) from given person boxes",
+    arguments=[
+        arg("video", metavar="VIDEO", help="a video file or a folder of frames"),
+        arg("--boxes", required=True, metavar="BOXES.json",
+            help="person boxes: DCPose (image_name, bbox, score) or COCO detections "
+                 "(image_id = frame index); no detector is bundled"),
+        arg("--checkpoint", required=True, metavar="DIR", help="a save_pretrained folder"),
+        arg("--out", default="outputs/predict", metavar="DIR", help="output folder"),
+        arg("--num-samples", "-n", type=int, default=10, help="ensemble size N (default: 10)"),
+        arg("--steps", type=int, default=4, help="DDIM steps (default: 4)"),
+        arg("--render", choices=["gif", "mp4", "none"], default="gif",
+            help="skeleton overlay format (default: gif)"),
+        arg("--schema", default="posetrack", help="keypoint schema name (default: posetrack)"),
+    ],
+)  # fmt: skip
+def predict(args: argparse.Namespace) -> int:
+    """``kpdiff predict VIDEO --boxes BOXES.json --checkpoint DIR [--out DIR]``."""
+    from pathlib import Path
+
+    from kpdiff.diffpose import DiffPose
+    from kpdiff.engine.predict import VideoPredictor, render_video, save_prediction_json
+
+    model = DiffPose.from_pretrained(args.checkpoint)
+    predictor = VideoPredictor(
+        model, num_samples=args.num_samples, steps=args.steps, schema=args.schema
+    )
+    out = Path(args.out)
+    result = predictor(args.video, args.boxes, workdir=out / "frames")
+    written = [
+        result.write_posetrack18(out / f"{result.name}_posetrack18.json"),
+        result.write_coco(out / f"{result.name}_coco.json"),
+        save_prediction_json(result, out / f"{result.name}_predictions.json"),
+    ]
+    if args.render != "none":
+        written.append(render_video(result, out / f"{result.name}_overlay.{args.render}"))
+    print(f"{len(result.persons)} poses on {len(result.frames)} frames:")
+    for path in written:
+        print(f"  {path}")
+    return 0
+
+
+@subcommand(
+    "demo",
+    help="build the synthetic set, train the small preset on CPU, evaluate N x steps, render",
+    arguments=[
+        arg("--out", default="outputs/demo", metavar="DIR", help="output folder"),
+        arg("--quick", action="store_true", help="a seconds-long smoke run"),
+    ],
+)  # fmt: skip
+def demo(args: argparse.Namespace) -> int:
+    """``kpdiff demo [--out DIR] [--quick]``: the README's main command."""
+    from kpdiff.engine.demo import run_demo
+
+    run_demo(args.out, quick=args.quick)
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,37 @@
+"""Training, evaluation, prediction and the demo: what the ``kpdiff`` command runs."""
+
+from kpdiff.engine.config import (
+    DataConfig,
+    EvalConfig,
+    ExperimentConfig,
+    ModelConfig,
+    OptimConfig,
+    RuntimeConfig,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    save_config,
+)
+from kpdiff.engine.evaluate import SweepResult, evaluate_model
+from kpdiff.engine.predict import VideoPrediction, VideoPredictor, render_video
+from kpdiff.engine.train import TrainResult, train
+
+__all__ = [
+    "DataConfig",
+    "EvalConfig",
+    "ExperimentConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RuntimeConfig",
+    "SweepResult",
+    "TrainResult",
+    "VideoPrediction",
+    "VideoPredictor",
+    "apply_overrides",
+    "config_from_dict",
+    "evaluate_model",
+    "load_config",
+    "render_video",
+    "save_config",
+    "train",
+]

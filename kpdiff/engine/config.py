@@ -1,0 +1,318 @@
+"""Experiment configuration: dataclasses, YAML files that map onto them, command-line overrides.
+
+One YAML file holds one :class:`ExperimentConfig`; every key must name a field (unknown keys are
+errors, not silently ignored), and ``section.field=value`` overrides change single fields::
+
+    cfg = load_config("examples/diffpose/configs/synthetic_cpu.yaml", ["optim.lr=1e-3"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kpdiff.data.clips import AugmentConfig
+from kpdiff.errors import KpdiffInputError
+
+__all__ = [
+    "DataConfig",
+    "EvalConfig",
+    "ExperimentConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RuntimeConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "load_config",
+    "save_config",
+]
+
+
+@dataclass
+class ModelConfig:
+    """Which model to build.
+
+    Args:
+        preset: a ``DiffPose.from_preset`` name. Default ``"diffpose-tiny"``.
+        overrides: ``DiffPoseConfig`` fields to change from the preset (e.g. ``{"delta": 0}``).
+        pretrained_backbone: local path of backbone weights (timm / MAE / ViTPose state dict),
+            or ``None``. Default ``None``.
+        compile_decoder: wrap the per-step decoder in ``torch.compile``. Default ``False``.
+    """
+
+    preset: str = "diffpose-tiny"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    pretrained_backbone: str | None = None
+    compile_decoder: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how clips are cut (δ and the crop size come from the model).
+
+    Args:
+        root: dataset root in the PoseTrack18 layout (``images/``, ``annotations/<split>/``),
+            or a PoseTrack17/21 root. Default ``"data/synthetic"``.
+        schema: keypoint schema name. Default ``"posetrack"``.
+        synthetic: build the built-in synthetic dataset at ``root`` when it is not there yet.
+            Default ``True``.
+        synthetic_videos: videos per split of the synthetic set. Default ``20``.
+        synthetic_frames: frames per synthetic video. Default ``30``.
+        synthetic_seed: seed of the synthetic set. Default ``0``.
+        train_split / val_split: split names. Defaults ``"train"``, ``"val"``.
+        val_boxes: ``"gt"`` (ground-truth boxes) or the path of a detector-box JSON file
+            (DCPose or COCO format). Default ``"gt"``.
+        min_box_score: detector boxes below this score are dropped. Default ``0.2``.
+        edge: neighbour frames beyond the video ends: ``"clamp"`` or ``"repeat"``.
+            Default ``"clamp"``.
+        augment: training augmentation (DiffPose: ±45°, 0.65–1.35, half-body, flip).
+        workers: DataLoader worker processes. Default ``0``.
+    """
+
+    root: str = "data/synthetic"
+    schema: str = "posetrack"
+    synthetic: bool = True
+    synthetic_videos: int = 20
+    synthetic_frames: int = 30
+    synthetic_seed: int = 0
+    train_split: str = "train"
+    val_split: str = "val"
+    val_boxes: str = "gt"
+    min_box_score: float = 0.2
+    edge: str = "clamp"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with a milestone (step) schedule, the DiffPose recipe.
+
+    Args:
+        lr: initial learning rate. Default ``5e-4``.
+        weight_decay: AdamW weight decay. Default ``1e-4``.
+        epochs: training epochs. Default ``60``.
+        milestones: epochs at which the lr is multiplied by ``gamma``. Default ``(20, 40)``.
+        gamma: lr factor at each milestone. Default ``0.1``.
+        batch_size: clips per step (per process). Default ``32``.
+        grad_clip: max gradient norm, ``None`` for none. Default ``1.0``.
+        max_steps: stop after this many steps in total (``None``: all epochs). Default ``None``.
+    """
+
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    epochs: int = 60
+    milestones: tuple[int, ...] = (20, 40)
+    gamma: float = 0.1
+    batch_size: int = 32
+    grad_clip: float | None = 1.0
+    max_steps: int | None = None
+
+
+@dataclass
+class EvalConfig:
+    """Validation during training and the evaluation sweep.
+
+    Args:
+        every: validate every this many epochs (0: only at the end). Default ``1``.
+        num_samples: N used for validation. Default ``10``.
+        steps: DDIM steps used for validation. Default ``4``.
+        sweep_num_samples / sweep_steps: grid evaluated by ``kpdiff evaluate-model`` and the
+            demo (the encoder runs once per clip for the whole grid).
+        batch_size: clips per evaluation batch. Default ``64``.
+        max_clips: evaluate at most this many clips (``None``: all). Default ``None``.
+    """
+
+    every: int = 1
+    num_samples: int = 10
+    steps: int = 4
+    sweep_num_samples: tuple[int, ...] = (1, 5, 10)
+    sweep_steps: tuple[int, ...] = (1, 2, 4)
+    batch_size: int = 64
+    max_clips: int | None = None
+
+
+@dataclass
+class RuntimeConfig:
+    """Where and how the run executes.
+
+    Args:
+        output_dir: checkpoints, logs and predictions go here. Default ``"runs/default"``.
+        seed: seeds model init, data order and augmentation. Default ``0``.
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``. Default ``"auto"``.
+        amp: autocast dtype on GPU: ``"bf16"``, ``"fp16"`` or ``"none"``. Default ``"bf16"``.
+        threads: torch intra-op threads on CPU (``0``: torch's default). Default ``0``.
+        log_every: steps between progress/metrics lines. Default ``10``.
+        progress: show a progress bar. Default ``True``.
+    """
+
+    output_dir: str = "runs/default"
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "bf16"
+    threads: int = 0
+    log_every: int = 10
+    progress: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: model, data, optimisation, evaluation, runtime."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (tuples as lists), the form written to YAML/JSON."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Check and convert ``value`` to the annotated type ``tp`` (the subset used above)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except KpdiffInputError as err:
+                errors.append(str(err))
+        raise KpdiffInputError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise KpdiffInputError(f"{where}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        return tuple(_convert(v, item, where) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise KpdiffInputError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise KpdiffInputError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise KpdiffInputError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise KpdiffInputError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise KpdiffInputError(f"{where}: expected a string, got {value!r}")
+        return value
+    if is_dataclass(tp):
+        return _build(tp, value, where)
+    raise KpdiffInputError(f"{where}: unsupported type {tp}")
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise KpdiffInputError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise KpdiffInputError(
+            f"{where or 'config'}: unknown key(s) {', '.join(unknown)}; "
+            f"expected some of {', '.join(sorted(names))}"
+        )
+    kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    """Build an :class:`ExperimentConfig` from a nested dict, checking every key and type.
+
+    Args:
+        data: ``{"model": {...}, "optim": {...}, ...}``; missing sections keep their defaults.
+        source: names the origin in error messages (a file path). Default ``"config"``.
+    """
+    try:
+        return _build(ExperimentConfig, data or {}, "")
+    except KpdiffInputError as err:
+        raise KpdiffInputError(f"{source}: {err}") from None
+
+
+def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
+    """Return a copy of ``config`` with ``section.field=value`` overrides applied.
+
+    Values are parsed as YAML (``optim.lr=1e-3``, ``optim.milestones=[5,8]``,
+    ``model.overrides={delta: 0}``, ``data.val_boxes=gt``).
+    """
+    data = config.to_dict()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or "." not in key:
+            raise KpdiffInputError(f"override {item!r}: expected section.field=value")
+        section, name = key.split(".", 1)
+        if section not in data or name not in data[section]:
+            raise KpdiffInputError(f"override {item!r}: unknown key {key}")
+        try:
+            data[section][name] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise KpdiffInputError(f"override {item!r}: value is not valid YAML ({err})") from None
+    return config_from_dict(data, "overrides")
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] = ()) -> ExperimentConfig:  # type: ignore[assignment]
+    """Read a YAML experiment file and apply ``section.field=value`` overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise KpdiffInputError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise KpdiffInputError(f"{path}: not valid YAML ({err})") from None
+    config = config_from_dict(data or {}, str(path))
+    return apply_overrides(config, list(overrides)) if overrides else config
+
+
+def save_config(config: ExperimentConfig, path: str | os.PathLike[str]) -> None:
+    """Write ``config`` as YAML, atomically."""
+    write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def replace(config: ExperimentConfig, **sections: Any) -> ExperimentConfig:
+    """``dataclasses.replace`` for whole sections (``replace(cfg, optim=new_optim)``)."""
+    return dataclasses.replace(config, **sections)

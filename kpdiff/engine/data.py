@@ -1,0 +1,101 @@
+"""From an experiment's data section to datasets and a model that fits them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from kpdiff.data.clips import ClipConfig, TopDownClipDataset
+from kpdiff.data.posetrack import read_posetrack
+from kpdiff.data.schemas import KeypointSchema, get_schema
+from kpdiff.data.structures import VideoAnnotation
+from kpdiff.data.synthetic import SyntheticConfig, build_synthetic_dataset
+from kpdiff.diffpose import PRESETS, DiffPose, DiffPoseConfig
+from kpdiff.engine.config import ExperimentConfig
+from kpdiff.engine.distributed import DistInfo, barrier
+from kpdiff.errors import KpdiffInputError
+
+__all__ = ["Datasets", "build_model", "ensure_dataset", "prepare_datasets"]
+
+
+@dataclass
+class Datasets:
+    """The training clips, the validation clips and the validation ground truth."""
+
+    train: Dataset
+    val: TopDownClipDataset | None
+    val_videos: list[VideoAnnotation]
+    schema: KeypointSchema
+
+
+def build_model(config: ExperimentConfig, *, num_keypoints: int | None = None) -> DiffPose:
+    """The model of ``config.model`` (preset + overrides), with ``num_keypoints`` joints."""
+    overrides = dict(config.model.overrides)
+    if num_keypoints is not None:
+        overrides.setdefault("num_keypoints", num_keypoints)
+    model = DiffPose.from_preset(config.model.preset, **overrides)
+    if config.model.pretrained_backbone:
+        model.encoder.load_backbone(config.model.pretrained_backbone)
+    return model
+
+
+def ensure_dataset(config: ExperimentConfig, info: DistInfo | None = None) -> Path:
+    """Build the synthetic dataset at ``data.root`` when asked and missing (rank 0 builds)."""
+    data = config.data
+    root = Path(data.root)
+    if data.synthetic:
+        if info is None or info.is_main:
+            build_synthetic_dataset(
+                root,
+                SyntheticConfig(
+                    num_videos=data.synthetic_videos,
+                    frames_per_video=data.synthetic_frames,
+                    seed=data.synthetic_seed,
+                    schema=data.schema,
+                ),
+                splits=tuple(dict.fromkeys([data.train_split, data.val_split])),
+            )
+        barrier()
+    elif not root.exists():
+        raise KpdiffInputError(f"data.root: {root} does not exist (and data.synthetic is false)")
+    return root
+
+
+def prepare_datasets(
+    config: ExperimentConfig, info: DistInfo | None = None, *, train: bool = True
+) -> Datasets:
+    """Read the annotations and build the train / val clip datasets of ``config``."""
+    root = ensure_dataset(config, info)
+    schema = get_schema(config.data.schema)
+    model_cfg = model_config(config)
+    clip_cfg = ClipConfig(
+        delta=model_cfg.delta,
+        input_size=tuple(model_cfg.input_size),
+        edge=config.data.edge,  # type: ignore[arg-type]
+        min_box_score=config.data.min_box_score,
+    )
+    train_set: Dataset = TopDownClipDataset([], schema=schema, config=clip_cfg)
+    if train:
+        train_videos = read_posetrack(root, split=config.data.train_split, schema=schema)
+        train_set = TopDownClipDataset.from_videos(
+            train_videos, root, schema=schema, config=clip_cfg, augment=config.data.augment
+        )
+    val_videos = read_posetrack(root, split=config.data.val_split, schema=schema)
+    boxes = None if config.data.val_boxes == "gt" else config.data.val_boxes
+    if boxes is not None and not Path(boxes).is_file():
+        raise KpdiffInputError(f"data.val_boxes: {boxes} does not exist (use 'gt' or a JSON file)")
+    val = TopDownClipDataset.from_videos(
+        val_videos, root, detections=boxes, schema=schema, config=clip_cfg
+    )
+    return Datasets(train=train_set, val=val, val_videos=val_videos, schema=schema)
+
+
+def model_config(config: ExperimentConfig) -> DiffPoseConfig:
+    """The ``DiffPoseConfig`` that ``config.model`` describes (preset + overrides)."""
+    if config.model.preset not in PRESETS:
+        raise KpdiffInputError(
+            f"model.preset: expected one of {sorted(PRESETS)}, got {config.model.preset!r}"
+        )
+    return PRESETS[config.model.preset].replace(**config.model.overrides)

@@ -1,0 +1,218 @@
+"""Run a DiffPose model over a clip dataset and score it with the PoseTrack AP.
+
+The encoder and the decoder's pyramid run once per batch of clips; every ``(N, steps)`` point of
+a sweep reuses them (:meth:`DiffPose.condition` → :meth:`DiffPose.predict` with ``cond``).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from kpdiff.data.clips import crop_to_image
+from kpdiff.data.posetrack import write_posetrack18_predictions
+from kpdiff.data.schemas import KeypointSchema
+from kpdiff.data.structures import FrameAnnotation, PersonAnnotation, VideoAnnotation
+from kpdiff.engine.distributed import DistInfo, all_gather_objects
+from kpdiff.metrics import PoseTrackAP, posetrack_ap
+
+__all__ = ["SweepResult", "evaluate_model", "predictions_to_videos"]
+
+
+@dataclass
+class SweepResult:
+    """AP for every ``(N, steps)`` point of an evaluation sweep.
+
+    Attributes:
+        ap: ``{(N, steps): PoseTrackAP}``.
+        predictions: ``{(N, steps): list[VideoAnnotation]}`` in the ground truth's frame order.
+        seconds: wall time of the whole sweep; ``clips``: number of clips evaluated.
+        spread_error: ``{(N, steps): (spread [M], error [M])}`` per visible GT joint (pixels),
+            when ground truth keypoints were available; for uncertainty studies.
+    """
+
+    ap: dict[tuple[int, int], PoseTrackAP]
+    predictions: dict[tuple[int, int], list[VideoAnnotation]]
+    seconds: float
+    clips: int
+    spread_error: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def table(self) -> str:
+        """One row per sweep point: N, steps, then the paper's Table 1 columns."""
+        first = next(iter(self.ap.values()))
+        cols = list(first.columns)
+        lines = [f"{'N':>3} {'steps':>5}  " + " ".join(f"{c:>8}" for c in cols)]
+        for (n, s), ap in self.ap.items():
+            vals = " ".join(_fmt(ap.columns[c]) for c in cols)
+            lines.append(f"{n:>3} {s:>5}  {vals}")
+        return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return f"{value:8.1f}" if value is not None and np.isfinite(value) else f"{'n/a':>8}"
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: Any,
+    dataset: Dataset,
+    gt_videos: Sequence[VideoAnnotation],
+    *,
+    sweep: Iterable[tuple[int, int]] = ((10, 4),),
+    batch_size: int = 64,
+    seed: int = 0,
+    info: DistInfo | None = None,
+    max_clips: int | None = None,
+    schema: KeypointSchema | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> SweepResult | None:
+    """Predict every clip of ``dataset`` for each ``(N, steps)`` and compute the PoseTrack AP.
+
+    Args:
+        model: a ``DiffPose`` (unwrapped), in eval mode or not (it is switched to eval).
+        dataset: a ``TopDownClipDataset`` without augmentation (GT or detector boxes).
+        gt_videos: the ground truth the predictions are scored against.
+        sweep: the ``(N, steps)`` points. Default ``((10, 4),)``.
+        batch_size: clips per batch. Default ``64``.
+        seed: seeds the sampling noise (same seed, same predictions). Default ``0``.
+        info: the process' place in a distributed run; each rank evaluates a shard and rank 0
+            gathers. Default: single process.
+        max_clips: evaluate only the first this many clips. Default: all.
+        schema: keypoint schema of the predictions. Default: the dataset's.
+        autocast_dtype: run the model under autocast with this dtype (GPU). Default none.
+
+    Returns:
+        A :class:`SweepResult` on rank 0, ``None`` on the other ranks.
+    """
+    info = info or DistInfo()
+    sweep = list(dict.fromkeys(sweep))
+    schema = schema or dataset.schema
+    indices = list(range(len(dataset)))[:max_clips]
+    shard = Subset(dataset, indices[info.rank :: info.world_size])
+    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=0)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed + 1000 * info.rank)
+    rows: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
+    start = time.perf_counter()
+    for batch in loader:
+        clips = batch["clip"].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            cond = model.condition(clips)  # once per clip, for the whole sweep
+            for n, steps in sweep:
+                result = model.predict(cond=cond, num_samples=n, steps=steps, generator=generator)
+                rows[(n, steps)].extend(_rows(batch, result))
+    model.train(was_training)
+    gathered = {key: all_gather_objects(value, info) for key, value in rows.items()}
+    if not info.is_main:
+        return None
+    seconds = time.perf_counter() - start
+    result = SweepResult(ap={}, predictions={}, seconds=seconds, clips=len(indices))
+    for key in sweep:
+        flat = [row for part in gathered.get(key, [[]]) for row in part]
+        videos = predictions_to_videos(flat, gt_videos)
+        result.predictions[key] = videos
+        result.ap[key] = posetrack_ap(list(gt_videos), videos, schema=schema)
+        if flat and flat[0]["gt"] is not None:
+            result.spread_error[key] = _spread_error(flat)
+    return result
+
+
+def _rows(batch: dict[str, Any], result: Any) -> list[dict[str, Any]]:
+    """One row per clip: image-space keypoints ``[K, 3]`` (x, y, score), spread, metadata."""
+    meta = {k: batch[k] for k in ("inverse_affine", "joint_order") if k in batch}
+    scores = result.scores.float().cpu() * batch["score"].float().view(-1, 1)
+    kp = torch.cat([result.keypoints.float().cpu(), scores.unsqueeze(-1)], dim=-1)
+    kp_image = crop_to_image(kp, meta).numpy()
+    spread = crop_to_image(
+        torch.cat([result.keypoints.float().cpu(), result.spread.float().cpu()[..., None]], -1),
+        meta,
+    )[..., 2].numpy()
+    # Spread is in crop pixels; report it in image pixels with the crop's scale.
+    pixel = np.abs(np.linalg.det(batch["inverse_affine"].double().numpy()[:, :, :2])) ** 0.5
+    gt = None
+    if "keypoints" in batch and batch["weights"].sum() > 0:
+        gt = crop_to_image(batch["keypoints"].float(), meta).numpy()
+    rows = []
+    for i in range(len(kp_image)):
+        rows.append(
+            {
+                "video": batch["video"][i],
+                "frame_index": int(batch["frame_index"][i]),
+                "track_id": int(batch["track_id"][i]),
+                "box": batch["box"][i].double().numpy(),
+                "box_score": float(batch["score"][i]),
+                "keypoints": kp_image[i],
+                "spread": spread[i] * pixel[i],
+                "gt": None if gt is None else gt[i],
+            }
+        )
+    return rows
+
+
+def _spread_error(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    spreads, errors = [], []
+    for row in rows:
+        gt = row["gt"]
+        visible = gt[:, 2] > 0
+        errors.append(np.linalg.norm(row["keypoints"][visible, :2] - gt[visible, :2], axis=1))
+        spreads.append(row["spread"][visible])
+    return np.concatenate(spreads), np.concatenate(errors)
+
+
+def predictions_to_videos(
+    rows: Sequence[dict[str, Any]], gt_videos: Sequence[VideoAnnotation]
+) -> list[VideoAnnotation]:
+    """Arrange per-clip predictions as videos with exactly the ground truth's frames.
+
+    Every GT frame is present (empty when nothing was predicted on it), with the GT's image
+    path, image id and labelled flag, so the evaluation and the PoseTrack18 writer accept it.
+    """
+    by_frame: dict[tuple[str, int], list[PersonAnnotation]] = defaultdict(list)
+    for row in rows:
+        person = PersonAnnotation(
+            keypoints=np.asarray(row["keypoints"], dtype=np.float64),
+            box=np.asarray(row["box"], dtype=np.float64),
+            track_id=None,
+            score=row["box_score"],
+        )
+        by_frame[(row["video"], row["frame_index"])].append(person)
+    videos = []
+    for video in gt_videos:
+        frames = []
+        for frame in video.frames:
+            persons = by_frame.get((video.name, frame.frame_index), [])
+            for i, person in enumerate(persons):
+                person.track_id = i
+            gt_frame = copy.copy(frame)
+            frames.append(
+                FrameAnnotation(
+                    image_path=gt_frame.image_path,
+                    frame_index=gt_frame.frame_index,
+                    image_id=gt_frame.image_id,
+                    is_labeled=gt_frame.is_labeled,
+                    persons=persons,
+                )
+            )
+        videos.append(VideoAnnotation(name=video.name, frames=frames))
+    return videos
+
+
+def write_predictions(
+    videos: Sequence[VideoAnnotation], folder: str | Path, schema: KeypointSchema
+) -> list[Path]:
+    """Write one PoseTrack18 prediction file per video into ``folder`` (atomically)."""
+    folder = Path(folder)
+    return [
+        write_posetrack18_predictions(v, folder / f"{v.name}.json", schema=schema) for v in videos
+    ]

@@ -1,0 +1,316 @@
+"""Pose estimation on any video with given person boxes, and what to write from it.
+
+kpdiff bundles no person detector (weights cannot be downloaded here, and any detector's boxes
+will do): boxes come from a JSON file in the DCPose layout (``image_name``, ``bbox`` xywh,
+``score``) keyed by ``"<video folder>/<frame file>"``, or the COCO detection layout keyed by
+``image_id`` = the frame's index in the video.
+
+    predictor = VideoPredictor(DiffPose.from_pretrained("runs/demo/best"))
+    result = predictor(frames_or_video, "boxes.json")
+    result.write_posetrack18("out/pred.json"); result.write_coco("out/coco.json")
+    render_video(result, "out/overlay.gif")
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from kpdiff.data.clips import ClipConfig, TopDownClipDataset
+from kpdiff.data.detections import read_detections
+from kpdiff.data.posetrack import write_json_atomic, write_posetrack18_predictions
+from kpdiff.data.schemas import KeypointSchema, get_schema
+from kpdiff.data.structures import FrameAnnotation, VideoAnnotation
+from kpdiff.engine.evaluate import _rows, predictions_to_videos
+from kpdiff.errors import KpdiffInputError
+
+__all__ = ["VideoPrediction", "VideoPredictor", "list_frames", "render_video"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def list_frames(source: str | Path, workdir: str | Path | None = None) -> list[Path]:
+    """The frame files of a video: a folder of images (sorted by name) or a video file.
+
+    A video file is decoded with OpenCV into ``workdir/<video stem>/000000.jpg …`` (a temporary
+    folder when ``workdir`` is ``None``).
+
+    Raises:
+        KpdiffInputError: the path is missing, holds no image, or cannot be decoded.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise KpdiffInputError(f"video: {source} does not exist")
+    if source.is_dir():
+        frames = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not frames:
+            raise KpdiffInputError(f"video: {source} holds no {'/'.join(IMAGE_SUFFIXES)} frames")
+        return frames
+    cap = cv2.VideoCapture(str(source))
+    if not cap.isOpened():
+        raise KpdiffInputError(f"video: {source} is neither a folder of frames nor a video file")
+    out = Path(workdir or tempfile.mkdtemp(prefix="kpdiff-frames-")) / source.stem
+    out.mkdir(parents=True, exist_ok=True)
+    frames = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        path = out / f"{len(frames):06d}.jpg"
+        cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        frames.append(path)
+    cap.release()
+    if not frames:
+        raise KpdiffInputError(f"video: {source} has no decodable frames")
+    return frames
+
+
+@dataclass
+class VideoPrediction:
+    """Poses on every frame of one video.
+
+    Attributes:
+        name: the video's name; ``frames``: its frame files in order.
+        persons: one dict per predicted person: ``frame_index``, ``box [4]`` xywh,
+            ``box_score``, ``keypoints [K, 3]`` (x, y, score = heatmap max × box score) and
+            ``spread [K]`` (ensemble disagreement in image pixels, an uncertainty).
+        schema: the keypoint schema.
+    """
+
+    name: str
+    frames: list[Path]
+    persons: list[dict[str, Any]]
+    schema: KeypointSchema
+
+    def video(self) -> VideoAnnotation:
+        """The predictions as a :class:`VideoAnnotation` with every frame present."""
+        gt_like = VideoAnnotation(
+            self.name,
+            [
+                FrameAnnotation(image_path=str(p), frame_index=i, image_id=i)
+                for i, p in enumerate(self.frames)
+            ],
+        )
+        return predictions_to_videos(self.persons, [gt_like])[0]
+
+    def write_posetrack18(self, path: str | Path) -> Path:
+        """Write a PoseTrack18 prediction file (poseval reads it), atomically."""
+        return write_posetrack18_predictions(self.video(), path, schema=self.schema)
+
+    def write_coco(self, path: str | Path) -> Path:
+        """Write COCO keypoint results (+ ``keypoint_spread``), atomically."""
+        records = []
+        for p in self.persons:
+            kp = np.asarray(p["keypoints"], np.float64)
+            records.append(
+                {
+                    "image_id": int(p["frame_index"]),
+                    "file_name": self.frames[p["frame_index"]].name,
+                    "category_id": 1,
+                    "bbox": [round(float(v), 2) for v in p["box"]],
+                    "keypoints": [round(float(v), 3) for v in kp.reshape(-1)],
+                    "score": round(float(kp[:, 2].mean()), 5),
+                    "keypoint_spread": [round(float(v), 3) for v in p["spread"]],
+                }
+            )
+        return write_json_atomic(records, path)
+
+
+class VideoPredictor:
+    """Run a DiffPose model on a video given person boxes.
+
+    Args:
+        model: a ``DiffPose`` (e.g. ``DiffPose.from_pretrained(dir)``).
+        num_samples: N. Default ``10``. steps: DDIM steps. Default ``4``.
+        batch_size: clips per forward. Default ``32``.
+        seed: sampling seed. Default ``0``.
+        schema: keypoint schema (names, skeleton). Default ``"posetrack"``.
+        min_box_score: boxes below are ignored. Default ``0.2``.
+        edge: neighbour frames beyond the video's ends: ``"clamp"`` or ``"repeat"``.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        num_samples: int = 10,
+        steps: int = 4,
+        batch_size: int = 32,
+        seed: int = 0,
+        schema: KeypointSchema | str = "posetrack",
+        min_box_score: float = 0.2,
+        edge: str = "clamp",
+    ) -> None:
+        self.model = model.eval()
+        self.num_samples, self.steps = num_samples, steps
+        self.batch_size, self.seed = batch_size, seed
+        self.schema = get_schema(schema)
+        if self.schema.num_keypoints != model.config.num_keypoints:
+            raise KpdiffInputError(
+                f"schema: {self.schema.name} has {self.schema.num_keypoints} joints, the model "
+                f"{model.config.num_keypoints}"
+            )
+        self.clip_config = ClipConfig(
+            delta=model.config.delta,
+            input_size=tuple(model.config.input_size),
+            edge=edge,  # type: ignore[arg-type]
+            min_box_score=min_box_score,
+        )
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        video: str | Path | Sequence[str | Path],
+        boxes: str | Path | Mapping[str | int, np.ndarray],
+        *,
+        workdir: str | Path | None = None,
+    ) -> VideoPrediction:
+        """Predict every box of every frame.
+
+        Args:
+            video: a video file, a folder of frames, or the list of frame paths.
+            boxes: a detection JSON file (DCPose or COCO layout) or what
+                :func:`kpdiff.data.detections.read_detections` returns.
+            workdir: where a video file's frames are decoded. Default: a temporary folder.
+        """
+        if isinstance(video, str | Path):
+            frames = list_frames(video, workdir)
+            name = Path(video).stem
+        else:
+            frames = [Path(p) for p in video]
+            if not frames:
+                raise KpdiffInputError("video: expected at least one frame, got none")
+            name = frames[0].parent.name or "video"
+        if isinstance(boxes, str | Path):
+            if not Path(boxes).is_file():
+                raise KpdiffInputError(f"boxes: {boxes} does not exist")
+            boxes = read_detections(boxes, min_score=self.clip_config.min_box_score)
+        annotation = VideoAnnotation(
+            name,
+            [
+                FrameAnnotation(image_path=str(p.resolve()), frame_index=i, image_id=i)
+                for i, p in enumerate(frames)
+            ],
+        )
+        dataset = TopDownClipDataset.from_videos(
+            [annotation], "/", detections=dict(boxes), key_frames="all",
+            schema=self.schema, config=self.clip_config,
+        )  # fmt: skip
+        device = next(self.model.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(self.seed)
+        persons: list[dict[str, Any]] = []
+        for batch in DataLoader(dataset, batch_size=self.batch_size, shuffle=False):
+            result = self.model.predict(
+                batch["clip"].to(device),
+                num_samples=self.num_samples,
+                steps=self.steps,
+                generator=generator,
+            )
+            persons.extend(_rows(batch, result))
+        for p in persons:
+            p.pop("gt", None)
+        return VideoPrediction(name=name, frames=frames, persons=persons, schema=self.schema)
+
+
+def render_video(
+    prediction: VideoPrediction,
+    path: str | Path,
+    *,
+    min_score: float = 0.2,
+    fps: float = 10.0,
+    max_width: int = 640,
+) -> Path:
+    """Draw skeletons on the frames and write a GIF (``.gif``) or an MP4 (``.mp4``) atomically.
+
+    Joints with a score below ``min_score`` are not drawn; a joint's circle grows with its
+    ensemble spread (uncertainty).
+    """
+    from PIL import Image
+
+    path = Path(path)
+    if path.suffix.lower() not in (".gif", ".mp4"):
+        raise KpdiffInputError(f"path: expected a .gif or .mp4 file, got {path}")
+    by_frame: dict[int, list[dict[str, Any]]] = {}
+    for p in prediction.persons:
+        by_frame.setdefault(int(p["frame_index"]), []).append(p)
+    edges = prediction.schema.skeleton
+    images = []
+    for i, frame in enumerate(prediction.frames):
+        image = cv2.imread(str(frame))
+        if image is None:
+            raise KpdiffInputError(f"video: cannot read frame {frame}")
+        for person in by_frame.get(i, []):
+            _draw_person(image, person, edges, min_score)
+        scale = min(1.0, max_width / image.shape[1])
+        if scale < 1.0:
+            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        images.append(image)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    tmp = Path(tmp_name)
+    try:
+        if path.suffix.lower() == ".gif":
+            pil = [Image.fromarray(cv2.cvtColor(im, cv2.COLOR_BGR2RGB)) for im in images]
+            with open(fd, "wb") as f:
+                pil[0].save(
+                    f, format="GIF", save_all=True, append_images=pil[1:],
+                    duration=int(1000 / fps), loop=0,
+                )  # fmt: skip
+        else:
+            import os
+
+            os.close(fd)
+            h, w = images[0].shape[:2]
+            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+            for im in images:
+                writer.write(im)
+            writer.release()
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+_COLOURS = [(255, 128, 0), (0, 200, 255), (60, 220, 60), (230, 60, 230), (60, 60, 255)]
+
+
+def _draw_person(
+    image: np.ndarray, person: dict[str, Any], edges: Sequence[tuple[int, int]], min_score: float
+) -> None:
+    kp = np.asarray(person["keypoints"])
+    spread = np.asarray(person.get("spread", np.zeros(len(kp))))
+    colour = _COLOURS[hash(int(person.get("track_id", 0))) % len(_COLOURS)]
+    ok = kp[:, 2] >= min_score
+    thickness = max(1, image.shape[1] // 400)
+    for a, b in edges:
+        if ok[a] and ok[b]:
+            pa, pb = tuple(int(v) for v in kp[a, :2]), tuple(int(v) for v in kp[b, :2])
+            cv2.line(image, pa, pb, colour, thickness + 1, cv2.LINE_AA)
+    for j in np.flatnonzero(ok):
+        centre = tuple(int(v) for v in kp[j, :2])
+        radius = int(np.clip(2 + spread[j], 2, 30))
+        cv2.circle(image, centre, radius, (255, 255, 255), thickness, cv2.LINE_AA)
+
+
+def save_prediction_json(prediction: VideoPrediction, path: str | Path) -> Path:
+    """The raw per-person predictions (with spread) as JSON, atomically."""
+    rows = [
+        {
+            "frame_index": int(p["frame_index"]),
+            "box": [float(v) for v in p["box"]],
+            "box_score": float(p["box_score"]),
+            "keypoints": np.asarray(p["keypoints"]).round(3).tolist(),
+            "spread": np.asarray(p["spread"]).round(3).tolist(),
+        }
+        for p in prediction.persons
+    ]
+    return write_json_atomic({"video": prediction.name, "persons": rows}, path)

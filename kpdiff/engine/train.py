@@ -1,0 +1,348 @@
+"""Training: AdamW + milestone schedule, DDP through torchrun, checkpoints and exact resume.
+
+``train(config)`` is what ``kpdiff train CONFIG`` runs. Exact resume: data order comes from a
+permutation seeded by ``(seed, epoch)``, every random draw (augmentation, t, ε) comes from RNGs
+whose state is checkpointed, so resuming from a checkpoint replays the same batches and losses
+(on CPU with ``data.workers = 0``; worker processes seed themselves when they start).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Sampler
+
+from kpdiff.engine.checkpoint import (
+    latest_checkpoint,
+    load_training_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from kpdiff.engine.config import ExperimentConfig, save_config
+from kpdiff.engine.data import Datasets, build_model, prepare_datasets
+from kpdiff.engine.distributed import DistInfo, barrier, init_distributed, mean
+from kpdiff.engine.evaluate import evaluate_model
+from kpdiff.errors import KpdiffInputError
+
+__all__ = ["TrainResult", "train"]
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run reports.
+
+    Attributes:
+        output_dir: the run folder; ``losses``: the loss of every step run in this call,
+            ``{step: loss}``; ``best_ap``: best validation Mean AP (``None`` without
+            validation); ``steps``: total steps done; ``seconds``: wall time of this call.
+    """
+
+    output_dir: Path
+    losses: dict[int, float]
+    best_ap: float | None
+    steps: int
+    seconds: float
+
+
+class EpochSampler(Sampler[int]):
+    """Indices of one epoch: a permutation seeded by ``(seed, epoch)``, sharded over ranks.
+
+    Every rank gets ``ceil(n / world)`` indices (the permutation wraps around to pad), so all
+    ranks run the same number of steps. ``skip`` leaves out the first indices of the shard
+    (resuming mid-epoch).
+    """
+
+    def __init__(
+        self, n: int, *, seed: int, epoch: int, rank: int = 0, world: int = 1, skip: int = 0
+    ) -> None:
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        perm = torch.randperm(n, generator=g).tolist()
+        per_rank = math.ceil(n / world)
+        perm = (perm * (world + 1))[: per_rank * world]
+        self.indices = perm[rank::world][skip:]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class _LossModule(nn.Module):
+    """``forward`` = ``DiffPose.loss``, so DDP sees a forward and syncs gradients."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, clips: torch.Tensor, heatmaps: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
+        return self.model.loss(clips, heatmaps, weights)
+
+
+def _autocast_dtype(config: ExperimentConfig, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or config.runtime.amp == "none":
+        return None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[config.runtime.amp]
+
+
+def train(
+    config: ExperimentConfig,
+    *,
+    resume: bool = False,
+    stop_after: int | None = None,
+    datasets: Datasets | None = None,
+) -> TrainResult:
+    """Train DiffPose as ``config`` says; with ``resume`` continue the run in its output folder.
+
+    Args:
+        config: the experiment.
+        resume: continue from ``output_dir/checkpoints/latest`` (error when there is none).
+        stop_after: stop (without a final checkpoint) after this global step, as a kill would.
+            For tests of resuming. Default: run to the end.
+        datasets: prepared datasets to use instead of building them from ``config.data``.
+
+    Returns:
+        A :class:`TrainResult` (on every rank; files are written by rank 0 only).
+    """
+    start_time = time.perf_counter()
+    info = init_distributed(config.runtime.device)
+    if config.runtime.threads > 0:
+        torch.set_num_threads(config.runtime.threads)
+    out = Path(config.runtime.output_dir)
+    torch.manual_seed(config.runtime.seed)  # same initial weights on every rank
+    datasets = datasets or prepare_datasets(config, info)
+    model = build_model(config, num_keypoints=datasets.schema.num_keypoints).to(info.device)
+    if config.model.compile_decoder:
+        model.decoder = torch.compile(model.decoder)
+    loss_module: nn.Module = _LossModule(model)
+    if info.distributed:
+        loss_module = DistributedDataParallel(
+            loss_module, device_ids=[info.local_rank] if info.device.type == "cuda" else None
+        )
+    opt_cfg = config.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=opt_cfg.lr, weight_decay=opt_cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=list(opt_cfg.milestones), gamma=opt_cfg.gamma
+    )
+    counters: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None}
+    if resume:
+        ckpt = latest_checkpoint(out)
+        if ckpt is None:
+            raise KpdiffInputError(f"--resume: no checkpoint in {out / 'checkpoints'}")
+        _load_weights(model, ckpt)
+        state = load_training_state(ckpt)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        counters = dict(state["counters"])
+        rng = state["rng"]
+        set_rng_state(rng)
+    else:
+        torch.manual_seed(config.runtime.seed + 7919 * info.rank)  # per-rank augmentation
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "experiment.yaml")
+    log = _MetricsLog(out / "metrics.jsonl", enabled=info.is_main)
+    amp = _autocast_dtype(config, info.device)
+    per_epoch = math.ceil(len(datasets.train) / info.world_size) // opt_cfg.batch_size
+    if per_epoch == 0:
+        raise KpdiffInputError(
+            f"optim.batch_size: {opt_cfg.batch_size} is larger than the {len(datasets.train)} "
+            f"training clips per process"
+        )
+    total = opt_cfg.epochs * per_epoch
+    if opt_cfg.max_steps is not None:
+        total = min(total, opt_cfg.max_steps)
+    losses: dict[int, float] = {}
+    bar = _Progress(total, enabled=info.is_main and config.runtime.progress)
+    bar.update(counters["step"])
+    window_start, window_samples = time.perf_counter(), 0
+    while counters["step"] < total:
+        epoch = counters["epoch"]
+        sampler = EpochSampler(
+            len(datasets.train),
+            seed=config.runtime.seed,
+            epoch=epoch,
+            rank=info.rank,
+            world=info.world_size,
+            skip=counters["batch_in_epoch"] * opt_cfg.batch_size,
+        )
+        loader = DataLoader(
+            datasets.train,
+            batch_size=opt_cfg.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=config.data.workers,
+            persistent_workers=False,
+        )
+        loss_module.train()
+        for batch in loader:
+            clips = batch["clip"].to(info.device, non_blocking=True)
+            heatmaps = batch["heatmaps"].to(info.device, non_blocking=True)
+            weights = batch["weights"].to(info.device, non_blocking=True)
+            with torch.autocast(info.device.type, dtype=amp, enabled=amp is not None):
+                loss = loss_module(clips, heatmaps, weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = None
+            if opt_cfg.grad_clip is not None:
+                grad_norm = float(nn.utils.clip_grad_norm_(params, opt_cfg.grad_clip))
+            optimizer.step()
+            counters["step"] += 1
+            counters["batch_in_epoch"] += 1
+            step = counters["step"]
+            value = mean(loss.item(), info)
+            losses[step] = value
+            window_samples += len(clips) * info.world_size
+            bar.update(1, loss=value, lr=optimizer.param_groups[0]["lr"])
+            if step % config.runtime.log_every == 0 or step == total:
+                rate = window_samples / max(time.perf_counter() - window_start, 1e-9)
+                log.write(
+                    step=step,
+                    epoch=epoch,
+                    loss=value,
+                    lr=optimizer.param_groups[0]["lr"],
+                    grad_norm=grad_norm,
+                    samples_per_s=round(rate, 2),
+                )
+                bar.set(samples_per_s=rate)
+                window_start, window_samples = time.perf_counter(), 0
+            if stop_after is not None and step >= stop_after:
+                bar.close()
+                return TrainResult(out, losses, counters["best"], step, _since(start_time))
+            if step >= total or counters["batch_in_epoch"] >= per_epoch:
+                break
+        if counters["batch_in_epoch"] >= per_epoch:  # epoch complete
+            counters["epoch"] += 1
+            counters["batch_in_epoch"] = 0
+            scheduler.step()
+        finished = counters["step"] >= total
+        every = config.eval.every
+        if datasets.val is not None and (
+            finished
+            or (every > 0 and counters["epoch"] % every == 0 and counters["batch_in_epoch"] == 0)
+        ):
+            _validate(model, datasets, config, info, counters, out, log, amp)
+        if info.is_main:
+            save_checkpoint(
+                out,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                config=config,
+                counters=counters,
+            )
+        barrier()
+    bar.close()
+    if info.is_main and datasets.val is None:
+        model.save_pretrained(out / "best")  # no validation: the final model is the result
+    return TrainResult(out, losses, counters["best"], counters["step"], _since(start_time))
+
+
+def _validate(
+    model: nn.Module,
+    datasets: Datasets,
+    config: ExperimentConfig,
+    info: DistInfo,
+    counters: dict[str, Any],
+    out: Path,
+    log: _MetricsLog,
+    amp: torch.dtype | None,
+) -> None:
+    sweep = evaluate_model(
+        model,
+        datasets.val,
+        datasets.val_videos,
+        sweep=[(config.eval.num_samples, config.eval.steps)],
+        batch_size=config.eval.batch_size,
+        seed=config.runtime.seed,
+        info=info,
+        max_clips=config.eval.max_clips,
+        schema=datasets.schema,
+        autocast_dtype=amp,
+    )
+    if sweep is not None:  # rank 0
+        ap = next(iter(sweep.ap.values()))
+        mean_ap = ap.columns["Mean"]
+        improved = counters["best"] is None or mean_ap > counters["best"]
+        if improved:
+            counters["best"] = mean_ap
+            model.save_pretrained(out / "best")
+        log.write(
+            step=counters["step"], epoch=counters["epoch"], val_mean_ap=mean_ap,
+            val_columns=ap.columns, best=counters["best"], eval_seconds=round(sweep.seconds, 2),
+        )  # fmt: skip
+    best = [counters["best"]]
+    if info.distributed:
+        torch.distributed.broadcast_object_list(best, src=0)
+    counters["best"] = best[0]
+
+
+def _load_weights(model: nn.Module, checkpoint: Path) -> None:
+    from safetensors.torch import load_file
+
+    state = load_file(str(checkpoint / "model.safetensors"), device="cpu")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise KpdiffInputError(
+            f"{checkpoint}: weights do not fit this config (missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}); was it written by another experiment?"
+        )
+
+
+def _since(start: float) -> float:
+    return time.perf_counter() - start
+
+
+class _MetricsLog:
+    """JSON lines, one object per record, appended and flushed (rank 0 only)."""
+
+    def __init__(self, path: Path, *, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+
+    def write(self, **record: Any) -> None:
+        if not self.enabled:
+            return
+        record["time"] = round(time.time(), 3)
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+class _Progress:
+    """A tqdm bar showing loss, lr and samples/s (silent when disabled)."""
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        self.bar = None
+        self.extra: dict[str, str] = {}
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="train", dynamic_ncols=True, mininterval=1.0)
+
+    def update(self, n: int, **values: float) -> None:
+        if self.bar is not None:
+            self.set(**values)
+            self.bar.update(n)
+
+    def set(self, **values: float) -> None:
+        if self.bar is None:
+            return
+        for k, v in values.items():
+            self.extra[k] = f"{v:.3g}" if k != "loss" else f"{v:.5f}"
+        self.bar.set_postfix(self.extra, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

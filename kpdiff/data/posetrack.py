@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from kpdiff.data.schemas import POSETRACK, KeypointSchema
+from kpdiff.data.schemas import POSETRACK, KeypointSchema, get_schema
 from kpdiff.data.structures import FrameAnnotation, PersonAnnotation, VideoAnnotation
 from kpdiff.errors import KpdiffInputError
 
@@ -466,7 +466,7 @@ def read_posetrack(
     *,
     split: str = "val",
     predictions: bool = False,
-    schema: KeypointSchema = POSETRACK,
+    schema: KeypointSchema | str = POSETRACK,
 ) -> list[VideoAnnotation]:
     """Read PoseTrack17/18/21 annotations from a file or a folder, detecting each file's format.
 
@@ -475,11 +475,12 @@ def read_posetrack(
             holding ``<split>/``, ``posetrack_data/<split>/`` (2021) or ``annotations/<split>/``.
         split: the split folder under a root (default ``"val"``).
         predictions: read the third keypoint value as a score (see the module docstring).
-        schema: keypoint order of the result (default :data:`POSETRACK`).
+        schema: keypoint order of the result, or its name (default :data:`POSETRACK`).
 
     Returns:
         the videos, in file order; video names are unique (a clash raises).
     """
+    schema = get_schema(schema)
 
     def read(f: Path) -> list[VideoAnnotation]:
         data = _load_json(f)

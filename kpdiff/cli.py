@@ -135,7 +135,18 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def _overrides(values: list[str] | None) -> list[str]:
-    return [v for group in values or [] for v in group.split()]
+    """``--set`` values, each one or several whitespace-separated ``key=value`` items; a word
+    that does not start a new ``key=`` belongs to the value before it (``{delta: 0}``)."""
+    import re
+
+    out: list[str] = []
+    for group in values or []:
+        for word in group.split():
+            if out and not re.match(r"[A-Za-z_][\w.]*=", word):
+                out[-1] += " " + word
+            else:
+                out.append(word)
+    return out
 
 
 @subcommand(
@@ -151,12 +162,18 @@ def _overrides(values: list[str] | None) -> list[str]:
 )  # fmt: skip
 def train(args: argparse.Namespace) -> int:
     """``kpdiff train CONFIG [--set k=v ...] [--resume]``."""
+    import os
+
     from kpdiff.engine.config import load_config
+    from kpdiff.engine.distributed import cleanup
     from kpdiff.engine.train import train as run
 
     config = load_config(args.config, _overrides(args.overrides))
-    result = run(config, resume=args.resume)
-    if result.best_ap is not None:
+    try:
+        result = run(config, resume=args.resume)
+    finally:
+        cleanup()  # leave the process group (torchrun) before the interpreter exits
+    if result.best_ap is not None and os.environ.get("RANK", "0") == "0":  # rank 0 prints
         print(f"best validation Mean AP {result.best_ap:.1f} ({result.output_dir / 'best'})")
     return 0
 
@@ -184,17 +201,25 @@ def train(args: argparse.Namespace) -> int:
 )  # fmt: skip
 def evaluate_model(args: argparse.Namespace) -> int:
     """``kpdiff evaluate-model CHECKPOINT --data ROOT [--num-samples …] [--steps …]``."""
+    from kpdiff.engine.distributed import cleanup, init_distributed
+
+    info = init_distributed()
+    try:
+        return _evaluate_model(args, info)
+    finally:
+        cleanup()
+
+
+def _evaluate_model(args: argparse.Namespace, info: Any) -> int:
     from pathlib import Path
 
     from kpdiff.data.clips import ClipConfig, TopDownClipDataset
     from kpdiff.data.posetrack import read_posetrack, write_json_atomic
     from kpdiff.data.schemas import get_schema
     from kpdiff.diffpose import DiffPose
-    from kpdiff.engine.distributed import init_distributed
     from kpdiff.engine.evaluate import evaluate_model as run
     from kpdiff.engine.evaluate import write_predictions
 
-    info = init_distributed()
     model = DiffPose.from_pretrained(args.checkpoint).to(info.device)
     schema = get_schema(args.schema)
     if schema.num_keypoints != model.config.num_keypoints:

@@ -3,7 +3,8 @@
 Layout of a run's output folder::
 
     checkpoints/step-000120/   model.safetensors + config.json (DiffPose.save_pretrained),
-                               training_state.pt (optimizer, lr schedule, counters, RNG states),
+                               training_state.pt (optimizer, lr schedule, counters, every
+                               rank's RNG states),
                                experiment.yaml
     checkpoints/latest         the name of the newest complete checkpoint folder
     best/                      the model with the best validation Mean AP (save_pretrained)
@@ -24,7 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from kpdiff.engine.config import ExperimentConfig, save_config, write_text_atomic
+from kpdiff.engine.config import (
+    ExperimentConfig,
+    current_umask,
+    save_config,
+    write_text_atomic,
+)
 from kpdiff.errors import KpdiffInputError
 
 __all__ = ["get_rng_state", "latest_checkpoint", "load_training_state", "save_checkpoint"]
@@ -60,6 +66,8 @@ def save_checkpoint(
     config: ExperimentConfig,
     counters: dict[str, Any],
     keep: int = 2,
+    rng_states: list[dict[str, Any]] | None = None,
+    scaler: Any | None = None,
 ) -> Path:
     """Write a complete checkpoint and point ``checkpoints/latest`` at it.
 
@@ -70,24 +78,37 @@ def save_checkpoint(
         config: the experiment, saved next to the weights.
         counters: ``{"step": …, "epoch": …, "batch_in_epoch": …, "best": …}``.
         keep: how many checkpoint folders to keep (oldest removed first). Default ``2``.
+        rng_states: every rank's :func:`get_rng_state`, in rank order (a distributed run);
+            default: this process' only.
+        scaler: the fp16 ``GradScaler``, whose state is saved too, or ``None``.
 
     Returns:
         The checkpoint folder.
     """
     root = Path(output_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".tmp-*"):  # half-written by a run killed while saving
+        shutil.rmtree(stale, ignore_errors=True)
     final = root / f"step-{int(counters['step']):07d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
     try:
         model.save_pretrained(tmp)
+        rng_states = rng_states or [get_rng_state()]
         state = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "counters": dict(counters),
-            "rng": get_rng_state(),
+            "rng": rng_states[0],
+            "rng_per_rank": rng_states,  # rank r resumes with rng_per_rank[r]
         }
+        if scaler is not None:
+            state["scaler"] = scaler.state_dict()
         torch.save(state, tmp / "training_state.pt")
         save_config(config, tmp / "experiment.yaml")
+        mask = current_umask()  # mkdtemp / mkstemp make private files; honour the umask
+        tmp.chmod(0o777 & ~mask)
+        for file in tmp.iterdir():
+            file.chmod(0o666 & ~mask)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)

@@ -70,7 +70,8 @@ class DataConfig:
         synthetic_seed: seed of the synthetic set. Default ``0``.
         train_split / val_split: split names. Defaults ``"train"``, ``"val"``.
         val_boxes: ``"gt"`` (ground-truth boxes) or the path of a detector-box JSON file
-            (DCPose or COCO format). Default ``"gt"``.
+            (DCPose or COCO format); a relative path is looked up from the working folder, then
+            under ``root``. Default ``"gt"``.
         min_box_score: detector boxes below this score are dropped. Default ``0.2``.
         edge: neighbour frames beyond the video ends: ``"clamp"`` or ``"repeat"``.
             Default ``"clamp"``.
@@ -198,8 +199,12 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise KpdiffInputError(f"{where}: expected a list, got {value!r}")
-        item = args[0] if args else Any
-        return tuple(_convert(v, item, where) for v in value)
+        if not args or (len(args) == 2 and args[1] is Ellipsis):
+            item = args[0] if args else Any
+            return tuple(_convert(v, item, where) for v in value)
+        if len(value) != len(args):
+            raise KpdiffInputError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(_convert(v, a, where) for v, a in zip(value, args, strict=True))
     if origin is dict:
         if not isinstance(value, dict):
             raise KpdiffInputError(f"{where}: expected a mapping, got {value!r}")
@@ -234,7 +239,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 
 def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
-        raise KpdiffInputError(f"{where}: expected a mapping, got {type(data).__name__}")
+        raise KpdiffInputError(
+            f"{where or 'config'}: expected a mapping, got {type(data).__name__}"
+        )
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - names)
@@ -255,29 +262,75 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Experiment
         source: names the origin in error messages (a file path). Default ``"config"``.
     """
     try:
-        return _build(ExperimentConfig, data or {}, "")
+        config = _build(ExperimentConfig, {} if data is None else data, "")
+        _check_values(config)
     except KpdiffInputError as err:
         raise KpdiffInputError(f"{source}: {err}") from None
+    return config
+
+
+_CHOICES = {
+    ("data", "edge"): ("clamp", "repeat"),
+    ("runtime", "amp"): ("bf16", "fp16", "none"),
+}
+
+
+def _check_values(config: ExperimentConfig) -> None:
+    """Values that have the right type but cannot work (checked now, not hours into a run)."""
+    for (section, name), choices in _CHOICES.items():
+        value = getattr(getattr(config, section), name)
+        if value not in choices:
+            raise KpdiffInputError(f"{section}.{name}: expected one of {choices}, got {value!r}")
+    device = config.runtime.device
+    if device not in ("auto", "cpu", "cuda") and not (
+        device.startswith("cuda:") and device[5:].isdigit()
+    ):
+        raise KpdiffInputError(
+            f"runtime.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}"
+        )
+    for section, name in (("optim", "batch_size"), ("optim", "epochs"), ("eval", "batch_size"),
+                          ("eval", "num_samples"), ("eval", "steps"),
+                          ("runtime", "log_every")):  # fmt: skip
+        if getattr(getattr(config, section), name) < 1:
+            raise KpdiffInputError(f"{section}.{name}: expected >= 1")
+    if config.eval.max_clips is not None and config.eval.max_clips < 1:
+        raise KpdiffInputError("eval.max_clips: expected >= 1 or null (all clips)")
+    from kpdiff.diffpose import PRESETS  # the model's options (imported late: timm, diffusers)
+
+    preset = config.model.preset
+    if preset not in PRESETS:
+        raise KpdiffInputError(f"model.preset: expected one of {sorted(PRESETS)}, got {preset!r}")
+    try:
+        PRESETS[preset].replace(**config.model.overrides)
+    except (KpdiffInputError, TypeError) as err:
+        raise KpdiffInputError(f"model.overrides: {err}") from None
 
 
 def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
     """Return a copy of ``config`` with ``section.field=value`` overrides applied.
 
     Values are parsed as YAML (``optim.lr=1e-3``, ``optim.milestones=[5,8]``,
-    ``model.overrides={delta: 0}``, ``data.val_boxes=gt``).
+    ``model.overrides={delta: 0}``, ``data.val_boxes=gt``); nested sections take a longer path
+    (``data.augment.rotation=30``).
     """
     data = config.to_dict()
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or "." not in key:
             raise KpdiffInputError(f"override {item!r}: expected section.field=value")
-        section, name = key.split(".", 1)
-        if section not in data or name not in data[section]:
+        *parents, name = key.split(".")
+        node = data
+        for part in parents:  # sections and nested dataclasses (data.augment.rotation=30)
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or name not in node:
             raise KpdiffInputError(f"override {item!r}: unknown key {key}")
         try:
-            data[section][name] = yaml.safe_load(raw)
+            node[name] = yaml.safe_load(raw)
         except yaml.YAMLError as err:
-            raise KpdiffInputError(f"override {item!r}: value is not valid YAML ({err})") from None
+            detail = " ".join(str(err).split())
+            raise KpdiffInputError(
+                f"override {item!r}: value is not valid YAML ({detail})"
+            ) from None
     return config_from_dict(data, "overrides")
 
 
@@ -289,7 +342,8 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] = ()) -> Expe
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise KpdiffInputError(f"{path}: not valid YAML ({err})") from None
+        detail = " ".join(str(err).split())
+        raise KpdiffInputError(f"{path}: not valid YAML ({detail})") from None
     config = config_from_dict(data or {}, str(path))
     return apply_overrides(config, list(overrides)) if overrides else config
 
@@ -305,12 +359,20 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files; honour the umask
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process' umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def replace(config: ExperimentConfig, **sections: Any) -> ExperimentConfig:

@@ -83,13 +83,26 @@ def prepare_datasets(
             train_videos, root, schema=schema, config=clip_cfg, augment=config.data.augment
         )
     val_videos = read_posetrack(root, split=config.data.val_split, schema=schema)
-    boxes = None if config.data.val_boxes == "gt" else config.data.val_boxes
-    if boxes is not None and not Path(boxes).is_file():
-        raise KpdiffInputError(f"data.val_boxes: {boxes} does not exist (use 'gt' or a JSON file)")
+    boxes = resolve_boxes(config.data.val_boxes, root)
     val = TopDownClipDataset.from_videos(
         val_videos, root, detections=boxes, schema=schema, config=clip_cfg
     )
     return Datasets(train=train_set, val=val, val_videos=val_videos, schema=schema)
+
+
+def resolve_boxes(val_boxes: str, root: Path) -> Path | None:
+    """``None`` for ``"gt"``; else the box file, a relative path tried from the working folder
+    first and then from the dataset root (so ``--set data.root=…`` carries relative boxes along).
+    """
+    if val_boxes == "gt":
+        return None
+    for candidate in (Path(val_boxes), root / val_boxes):
+        if candidate.is_file():
+            return candidate
+    raise KpdiffInputError(
+        f"data.val_boxes: {val_boxes} does not exist (nor under data.root {root}); "
+        f"use 'gt' or a detector-box JSON file"
+    )
 
 
 def model_config(config: ExperimentConfig) -> DiffPoseConfig:

@@ -1,8 +1,10 @@
 """Multi-process training through torchrun: process group set-up and the few collectives we use.
 
-Launch with ``torchrun --standalone --nproc_per_node=G kpdiff train CONFIG`` (one node) or
-``torchrun --nnodes=N --node_rank=R --rdzv_endpoint=HOST:PORT ...`` (several). NCCL is used on
-GPUs, gloo on CPUs. Without torchrun's environment everything runs as a single process.
+Launch with ``torchrun --standalone --nproc_per_node=G -m kpdiff.cli train CONFIG`` (one node)
+or ``torchrun --nnodes=N --node_rank=R --rdzv_endpoint=HOST:PORT -m kpdiff.cli train CONFIG``
+(several); ``-m kpdiff.cli`` because torchrun runs a script or a module, not a console
+command. NCCL is used on GPUs, gloo on CPUs. Without torchrun's environment everything runs as
+a single process.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from kpdiff.errors import KpdiffInputError
 
 __all__ = ["DistInfo", "all_gather_objects", "barrier", "cleanup", "init_distributed", "mean"]
 
@@ -40,15 +44,24 @@ def init_distributed(device: str = "auto") -> DistInfo:
     """Join the process group torchrun set up (if any) and pick this process' device.
 
     Args:
-        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``. Default ``"auto"``.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (GPU
+            ``N`` when single-process; under torchrun each process takes its local rank's GPU).
+            Default ``"auto"``.
     """
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    if use_cuda and not torch.cuda.is_available():
+        raise KpdiffInputError(
+            f"runtime.device: {device!r} asks for a GPU, but CUDA is not available here "
+            f"(use 'auto' or 'cpu')"
+        )
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
+        # torchrun: one GPU per local rank; one process: the GPU that "cuda:N" names
+        index = int(device[5:]) if device.startswith("cuda:") and world == 1 else local_rank
+        torch.cuda.set_device(index)
+        dev = torch.device("cuda", index)
     else:
         dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():

@@ -7,6 +7,7 @@ a sweep reuses them (:meth:`DiffPose.condition` → :meth:`DiffPose.predict` wit
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -83,10 +84,14 @@ def evaluate_model(
         gt_videos: the ground truth the predictions are scored against.
         sweep: the ``(N, steps)`` points. Default ``((10, 4),)``.
         batch_size: clips per batch. Default ``64``.
-        seed: seeds the sampling noise (same seed, same predictions). Default ``0``.
+        seed: seeds the sampling noise (same seed, same predictions). Every sweep point draws
+            from its own generator, so a point's predictions do not depend on the other points
+            of the sweep. Default ``0``.
         info: the process' place in a distributed run; each rank evaluates a shard and rank 0
             gathers. Default: single process.
-        max_clips: evaluate only the first this many clips. Default: all.
+        max_clips: evaluate only the first this many clips; the AP is then computed on the
+            frames those clips cover (the frames before the first clip left out), not on the
+            whole ground truth, which would count every frame left out as missed. Default: all.
         schema: keypoint schema of the predictions. Default: the dataset's.
         autocast_dtype: run the model under autocast with this dtype (GPU). Default none.
 
@@ -98,11 +103,16 @@ def evaluate_model(
     schema = schema or dataset.schema
     indices = list(range(len(dataset)))[:max_clips]
     shard = Subset(dataset, indices[info.rank :: info.world_size])
-    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=0)
+    # A generator of its own: iterating must not consume the global RNG (training's draws).
+    loader = DataLoader(
+        shard, batch_size=batch_size, shuffle=False, num_workers=0, generator=torch.Generator()
+    )
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed + 1000 * info.rank)
+    generators = {  # one per point: (10, 4) gives the same predictions alone or in a sweep
+        key: torch.Generator(device=device).manual_seed(seed + 1000 * info.rank) for key in sweep
+    }
     rows: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
     start = time.perf_counter()
     for batch in loader:
@@ -110,22 +120,51 @@ def evaluate_model(
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             cond = model.condition(clips)  # once per clip, for the whole sweep
             for n, steps in sweep:
-                result = model.predict(cond=cond, num_samples=n, steps=steps, generator=generator)
+                result = model.predict(
+                    cond=cond, num_samples=n, steps=steps, generator=generators[(n, steps)]
+                )
                 rows[(n, steps)].extend(_rows(batch, result))
     model.train(was_training)
-    gathered = {key: all_gather_objects(value, info) for key, value in rows.items()}
+    # Every rank joins every gather, also with an empty shard (fewer clips than ranks).
+    gathered = {key: all_gather_objects(rows.get(key, []), info) for key in sweep}
     if not info.is_main:
         return None
     seconds = time.perf_counter() - start
     result = SweepResult(ap={}, predictions={}, seconds=seconds, clips=len(indices))
+    scored = list(gt_videos)
+    if len(indices) < len(dataset):  # max_clips: score the frames the evaluated clips cover
+        scored = _covered(gt_videos, dataset, len(indices))
     for key in sweep:
-        flat = [row for part in gathered.get(key, [[]]) for row in part]
+        flat = [row for part in gathered[key] for row in part]
         videos = predictions_to_videos(flat, gt_videos)
         result.predictions[key] = videos
-        result.ap[key] = posetrack_ap(list(gt_videos), videos, schema=schema)
+        result.ap[key] = posetrack_ap(scored, videos, schema=schema)
         if flat and flat[0]["gt"] is not None:
             result.spread_error[key] = _spread_error(flat)
     return result
+
+
+def _covered(
+    gt_videos: Sequence[VideoAnnotation], dataset: Dataset, first_left_out: int
+) -> list[VideoAnnotation]:
+    """The ground truth that the clips before ``first_left_out`` cover (clips are in video and
+    frame order): the videos and frames before that clip's key frame; its video's later frames
+    are kept but unlabelled (the prediction files still hold every frame)."""
+    samples = getattr(dataset, "samples", None)
+    if samples is not None:  # a TopDownClipDataset: no need to read the clip's images
+        s = samples[first_left_out]
+        video, frame = s.video, s.key if s.frame_index is None else s.frame_index
+    else:
+        item = dataset[first_left_out]
+        video, frame = item["video"], int(item["frame_index"])
+    names = [v.name for v in gt_videos]
+    if video not in names:
+        return list(gt_videos)
+    cut = gt_videos[names.index(video)]
+    frames = [
+        f if f.frame_index < frame else dataclasses.replace(f, is_labeled=False) for f in cut.frames
+    ]
+    return [*gt_videos[: names.index(video)], VideoAnnotation(name=cut.name, frames=frames)]
 
 
 def _rows(batch: dict[str, Any], result: Any) -> list[dict[str, Any]]:
@@ -164,6 +203,8 @@ def _spread_error(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     spreads, errors = [], []
     for row in rows:
         gt = row["gt"]
+        if gt is None:  # a batch without ground truth keypoints
+            continue
         visible = gt[:, 2] > 0
         errors.append(np.linalg.norm(row["keypoints"][visible, :2] - gt[visible, :2], axis=1))
         spreads.append(row["spread"][visible])

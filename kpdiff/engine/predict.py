@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from kpdiff.data.clips import ClipConfig, TopDownClipDataset
-from kpdiff.data.detections import read_detections
+from kpdiff.data.detections import image_key, read_detections
 from kpdiff.data.posetrack import write_json_atomic, write_posetrack18_predictions
 from kpdiff.data.schemas import KeypointSchema, get_schema
 from kpdiff.data.structures import FrameAnnotation, VideoAnnotation
@@ -183,15 +183,17 @@ class VideoPredictor:
         """
         if isinstance(video, str | Path):
             frames = list_frames(video, workdir)
-            name = Path(video).stem
+            name = Path(video).name if Path(video).is_dir() else Path(video).stem
         else:
             frames = [Path(p) for p in video]
             if not frames:
                 raise KpdiffInputError("video: expected at least one frame, got none")
             name = frames[0].parent.name or "video"
+        source = "boxes"
         if isinstance(boxes, str | Path):
             if not Path(boxes).is_file():
                 raise KpdiffInputError(f"boxes: {boxes} does not exist")
+            source = f"boxes: {boxes}"
             boxes = read_detections(boxes, min_score=self.clip_config.min_box_score)
         annotation = VideoAnnotation(
             name,
@@ -204,6 +206,14 @@ class VideoPredictor:
             [annotation], "/", detections=dict(boxes), key_frames="all",
             schema=self.schema, config=self.clip_config,
         )  # fmt: skip
+        if boxes and not len(dataset):  # boxes, but none on this video: keys that do not match
+            keys = ", ".join(repr(k) for k in list(boxes)[:3])
+            raise KpdiffInputError(
+                f"{source}: none of its boxes belongs to a frame of {name} (keys {keys}, ...); "
+                f"DCPose image_name must end in '<video folder>/<frame file>', here e.g. "
+                f"{image_key(str(frames[0]))!r}, and COCO image_id is the frame's index, "
+                f"0 to {len(frames) - 1}"
+            )
         device = next(self.model.parameters()).device
         generator = torch.Generator(device=device).manual_seed(self.seed)
         persons: list[dict[str, Any]] = []
@@ -270,6 +280,10 @@ def render_video(
             os.close(fd)
             h, w = images[0].shape[:2]
             writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+            if not writer.isOpened():  # else OpenCV silently writes nothing
+                raise KpdiffInputError(
+                    f"path: OpenCV cannot write {path} (no mp4v encoder); write a .gif instead"
+                )
             for im in images:
                 writer.write(im)
             writer.release()

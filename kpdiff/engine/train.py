@@ -2,8 +2,11 @@
 
 ``train(config)`` is what ``kpdiff train CONFIG`` runs. Exact resume: data order comes from a
 permutation seeded by ``(seed, epoch)``, every random draw (augmentation, t, ε) comes from RNGs
-whose state is checkpointed, so resuming from a checkpoint replays the same batches and losses
-(on CPU with ``data.workers = 0``; worker processes seed themselves when they start).
+whose state is checkpointed (every rank's), so resuming from a checkpoint replays the same batches
+and losses, bit for bit on CPU (with the same number of processes and ``data.workers``: worker
+processes seed themselves from the loader's own generator, seeded by ``(seed, rank, epoch)``).
+Validation draws from generators of its own: validating or not leaves the training draws as
+they are.
 """
 
 from __future__ import annotations
@@ -22,14 +25,21 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
 from kpdiff.engine.checkpoint import (
+    get_rng_state,
     latest_checkpoint,
     load_training_state,
     save_checkpoint,
     set_rng_state,
 )
-from kpdiff.engine.config import ExperimentConfig, save_config
+from kpdiff.engine.config import ExperimentConfig, save_config, write_text_atomic
 from kpdiff.engine.data import Datasets, build_model, prepare_datasets
-from kpdiff.engine.distributed import DistInfo, barrier, init_distributed, mean
+from kpdiff.engine.distributed import (
+    DistInfo,
+    all_gather_objects,
+    barrier,
+    init_distributed,
+    mean,
+)
 from kpdiff.engine.evaluate import evaluate_model
 from kpdiff.errors import KpdiffInputError
 
@@ -124,7 +134,9 @@ def train(
     datasets = datasets or prepare_datasets(config, info)
     model = build_model(config, num_keypoints=datasets.schema.num_keypoints).to(info.device)
     if config.model.compile_decoder:
-        model.decoder = torch.compile(model.decoder)
+        # In place: the state dict keeps its names (torch.compile's wrapper would prefix them
+        # with "_orig_mod.", and checkpoints would not load into an uncompiled DiffPose).
+        model.decoder.compile()
     loss_module: nn.Module = _LossModule(model)
     if info.distributed:
         loss_module = DistributedDataParallel(
@@ -136,6 +148,9 @@ def train(
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
         optimizer, milestones=list(opt_cfg.milestones), gamma=opt_cfg.gamma
     )
+    amp = _autocast_dtype(config, info.device)
+    # fp16 gradients underflow without loss scaling (bf16 and fp32 need none).
+    scaler = torch.amp.GradScaler(info.device.type, enabled=amp == torch.float16)
     counters: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None}
     if resume:
         ckpt = latest_checkpoint(out)
@@ -143,18 +158,32 @@ def train(
             raise KpdiffInputError(f"--resume: no checkpoint in {out / 'checkpoints'}")
         _load_weights(model, ckpt)
         state = load_training_state(ckpt)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+        except (ValueError, KeyError) as err:
+            raise KpdiffInputError(
+                f"{ckpt}: its optimizer state does not fit this config ({err}); was it written "
+                f"by another experiment?"
+            ) from None
         counters = dict(state["counters"])
-        rng = state["rng"]
-        set_rng_state(rng)
+        # Every rank continues its own random streams (augmentation, t, noise).
+        per_rank = state.get("rng_per_rank") or [state["rng"]]
+        if len(per_rank) == info.world_size:
+            set_rng_state(per_rank[info.rank])
+        else:  # another number of processes: no exact replay, but distinct streams per rank
+            set_rng_state(per_rank[0])
+            torch.manual_seed(config.runtime.seed + 7919 * info.rank + 104_729 * counters["step"])
     else:
         torch.manual_seed(config.runtime.seed + 7919 * info.rank)  # per-rank augmentation
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "experiment.yaml")
     log = _MetricsLog(out / "metrics.jsonl", enabled=info.is_main)
-    amp = _autocast_dtype(config, info.device)
+    # A fresh run starts a new log; a resumed one drops what was logged after its checkpoint.
+    log.start(keep_until=counters["step"] if resume else None)
     per_epoch = math.ceil(len(datasets.train) / info.world_size) // opt_cfg.batch_size
     if per_epoch == 0:
         raise KpdiffInputError(
@@ -185,6 +214,11 @@ def train(
             drop_last=True,
             num_workers=config.data.workers,
             persistent_workers=False,
+            # Its own generator: the loader's base-seed draw (worker seeds) must not consume the
+            # global RNG, so validating or not does not change the training draws that follow.
+            generator=torch.Generator().manual_seed(
+                config.runtime.seed * 100_003 + 7919 * info.rank + epoch
+            ),
         )
         loss_module.train()
         for batch in loader:
@@ -194,11 +228,13 @@ def train(
             with torch.autocast(info.device.type, dtype=amp, enabled=amp is not None):
                 loss = loss_module(clips, heatmaps, weights)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             grad_norm = None
             if opt_cfg.grad_clip is not None:
+                scaler.unscale_(optimizer)  # clip the true gradients
                 grad_norm = float(nn.utils.clip_grad_norm_(params, opt_cfg.grad_clip))
-            optimizer.step()
+            scaler.step(optimizer)  # skipped when fp16 gradients overflowed
+            scaler.update()
             counters["step"] += 1
             counters["batch_in_epoch"] += 1
             step = counters["step"]
@@ -234,6 +270,7 @@ def train(
             or (every > 0 and counters["epoch"] % every == 0 and counters["batch_in_epoch"] == 0)
         ):
             _validate(model, datasets, config, info, counters, out, log, amp)
+        rng_states = all_gather_objects(get_rng_state(), info)  # every rank's, for exact resume
         if info.is_main:
             save_checkpoint(
                 out,
@@ -242,6 +279,8 @@ def train(
                 scheduler=scheduler,
                 config=config,
                 counters=counters,
+                rng_states=rng_states,
+                scaler=scaler if scaler.is_enabled() else None,
             )
         barrier()
     bar.close()
@@ -290,15 +329,38 @@ def _validate(
 
 
 def _load_weights(model: nn.Module, checkpoint: Path) -> None:
+    """Load a checkpoint's weights; weights of another model are a one-line error."""
     from safetensors.torch import load_file
 
     state = load_file(str(checkpoint / "model.safetensors"), device="cpu")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    own = model.state_dict()
+    problems = [f"missing {k}" for k in sorted(set(own) - set(state))]
+    problems += [f"unexpected {k}" for k in sorted(set(state) - set(own))]
+    problems += [
+        f"{k} is {list(v.shape)} in the checkpoint, {list(own[k].shape)} here"
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if problems:
+        differ = _config_differences(model, checkpoint)
         raise KpdiffInputError(
-            f"{checkpoint}: weights do not fit this config (missing {missing[:5]}, unexpected "
-            f"{unexpected[:5]}); was it written by another experiment?"
+            f"{checkpoint}: its weights do not fit this experiment's model ({len(problems)} "
+            f"tensors differ, e.g. {'; '.join(problems[:2])}){differ}; was it written by another "
+            f"experiment? Resume with the config it was written with ({checkpoint.name}/"
+            f"experiment.yaml) or train into another runtime.output_dir"
         )
+    model.load_state_dict(state)
+
+
+def _config_differences(model: nn.Module, checkpoint: Path) -> str:
+    """``"; model options that differ: dim 64 vs 32, …"`` from the checkpoint's config.json."""
+    try:
+        saved = json.loads((checkpoint / "config.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    here = model.config.to_dict()
+    diff = [f"{k} {saved.get(k)!r} vs {here[k]!r}" for k in here if saved.get(k) != here[k]]
+    return f"; model options that differ (checkpoint vs here): {', '.join(diff)}" if diff else ""
 
 
 def _since(start: float) -> float:
@@ -311,6 +373,21 @@ class _MetricsLog:
     def __init__(self, path: Path, *, enabled: bool) -> None:
         self.path = path
         self.enabled = enabled
+
+    def start(self, *, keep_until: int | None) -> None:
+        """Start a new log (``None``), or keep only records up to step ``keep_until`` (resume:
+        the steps after the checkpoint are run, and logged, again)."""
+        if not self.enabled or not self.path.exists():
+            return
+        kept = []
+        if keep_until is not None:
+            for line in self.path.read_text().splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= keep_until:
+                        kept.append(line + "\n")
+                except ValueError:  # a line cut short by a kill
+                    continue
+        write_text_atomic(self.path, "".join(kept))
 
     def write(self, **record: Any) -> None:
         if not self.enabled:

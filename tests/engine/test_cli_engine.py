@@ -1,0 +1,282 @@
+"""``kpdiff train / evaluate-model / predict / demo`` run in-process through ``main``: success
+paths, and bad input giving exit code 2 with ONE line on stderr and no traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from engine_helpers import tiny_experiment
+
+from kpdiff.cli import main
+from kpdiff.engine.checkpoint import latest_checkpoint
+from kpdiff.engine.config import load_config, save_config
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, command: str, *words: str) -> None:
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert err.startswith(f"kpdiff {command}: error: ") or err.startswith("kpdiff: error:"), err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in err, (word, err)
+
+
+@pytest.fixture
+def tiny_yaml(tiny_data, tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    save_config(tiny_experiment(tiny_data, tmp_path / "run"), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mismatched_dir(tiny_model_dir, other_model_dir, tmp_path_factory) -> Path:
+    """A save_pretrained folder whose config.json is not the weights' config."""
+    folder = tmp_path_factory.mktemp("mismatched")
+    shutil.copy(other_model_dir / "model.safetensors", folder)
+    shutil.copy(tiny_model_dir / "config.json", folder)
+    return folder
+
+
+# ------------------------------------------------------------------------------------- train
+
+
+def test_train_success_then_resume(capsys, tiny_yaml, tmp_path):
+    code, out, err = run(capsys, "train", tiny_yaml, "--set", "optim.max_steps=2")
+    assert code == 0, err
+    assert out.startswith("best validation Mean AP") and str(tmp_path / "run" / "best") in out
+    assert latest_checkpoint(tmp_path / "run").name == "step-0000002"
+    code, out, err = run(capsys, "train", tiny_yaml, "--resume", "--set", "optim.max_steps=3")
+    assert code == 0, err
+    assert latest_checkpoint(tmp_path / "run").name == "step-0000003"
+
+
+def test_train_overrides_with_spaces_and_several_per_flag(capsys, tiny_yaml, tmp_path):
+    code, _, err = run(
+        capsys, "train", tiny_yaml,
+        "--set", "model.overrides={delta: 0, lookup: none}",
+        "-s", "optim.max_steps=1 optim.lr=2e-3",
+    )  # fmt: skip
+    assert code == 0, err
+    cfg = load_config(tmp_path / "run" / "experiment.yaml")
+    assert cfg.model.overrides == {"delta": 0, "lookup": "none"}
+    assert cfg.optim.max_steps == 1 and cfg.optim.lr == 2e-3
+    saved = json.loads((latest_checkpoint(tmp_path / "run") / "config.json").read_text())
+    assert saved["delta"] == 0 and saved["lookup"] == "none"
+
+
+def test_train_missing_config(capsys, tmp_path):
+    code, _, err = run(capsys, "train", tmp_path / "nope.yaml")
+    assert_one_line_error(code, err, "train", "nope.yaml", "not found")
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        ({"optim": {"lrr": 1.0}}, ["lrr"]),
+        ({"optim": {"lr": "fast"}}, ["optim.lr", "fast"]),
+        ({"model": {"preset": "diffpose-xl"}}, ["model.preset", "diffpose-xl"]),
+        ({"model": {"overrides": {"widht": 3}}}, ["model.overrides", "widht"]),
+        ({"runtime": {"device": "gpu"}}, ["runtime.device", "gpu"]),
+    ],
+)
+def test_train_bad_config_keys(capsys, tiny_yaml, edit, words):
+    data = yaml.safe_load(tiny_yaml.read_text())
+    for section, values in edit.items():
+        data[section].update(values)
+    tiny_yaml.write_text(yaml.safe_dump(data))
+    code, _, err = run(capsys, "train", tiny_yaml)
+    assert_one_line_error(code, err, "train", str(tiny_yaml), *words)
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [("optim.lrr=1", ["optim.lrr"]), ("optim.epochs=two", ["optim.epochs"]), ("lr=1", ["lr=1"])],
+)
+def test_train_bad_override(capsys, tiny_yaml, override, words):
+    code, _, err = run(capsys, "train", tiny_yaml, "--set", override)
+    assert_one_line_error(code, err, "train", *words)
+
+
+def test_train_resume_without_checkpoint(capsys, tiny_yaml):
+    code, _, err = run(capsys, "train", tiny_yaml, "--resume")
+    assert_one_line_error(code, err, "train", "--resume", "no checkpoint")
+
+
+def test_train_resume_a_checkpoint_of_another_config(capsys, tiny_yaml):
+    assert run(capsys, "train", tiny_yaml, "--set", "optim.max_steps=1")[0] == 0
+    code, _, err = run(capsys, "train", tiny_yaml, "--resume", "--set", "model.overrides={dim: 32}")
+    assert_one_line_error(code, err, "train", "step-0000001", "another experiment", "dim")
+
+
+def test_train_missing_dataset(capsys, tiny_yaml, tmp_path):
+    code, _, err = run(
+        capsys, "train", tiny_yaml, "--set", f"data.root={tmp_path / 'nodata'}",
+        "--set", "data.synthetic=false",
+    )  # fmt: skip
+    assert_one_line_error(code, err, "train", "data.root", "nodata")
+
+
+def test_train_unwritable_output(capsys, tiny_yaml, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    code, _, err = run(
+        capsys, "train", tiny_yaml, "--set", f"runtime.output_dir={tmp_path / 'a_file' / 'run'}"
+    )
+    assert_one_line_error(code, err, "train", "a_file")
+
+
+# ---------------------------------------------------------------------------- evaluate-model
+
+
+def test_evaluate_model_prints_a_table_per_point_and_writes_predictions(
+    capsys, tiny_model_dir, tiny_data, tmp_path
+):
+    code, out, err = run(
+        capsys, "evaluate-model", tiny_model_dir, "--data", tiny_data,
+        "--num-samples", "1", "2", "--steps", "1", "2",
+        "--max-clips", "6", "--batch-size", "6", "--out", tmp_path / "eval",
+    )  # fmt: skip
+    assert code == 0, err
+    headers = [line for line in out.splitlines() if line.startswith("N = ")]
+    assert headers == [f"N = {n}, steps = {s}" for n in (1, 2) for s in (1, 2)]
+    assert out.count("Head  Shoulder") == 4 and "6 clips in" in out
+    videos = sorted(p.name for p in (tiny_data / "annotations" / "val").glob("*.json"))
+    for n in (1, 2):
+        for s in (1, 2):
+            folder = tmp_path / "eval" / f"pred_n{n}_steps{s}"
+            assert sorted(p.name for p in folder.iterdir()) == videos
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert sorted(results) == ["n1_steps1", "n1_steps2", "n2_steps1", "n2_steps2"]
+    # the written files are complete prediction files: `kpdiff evaluate` accepts them
+    code, _, err = run(
+        capsys, "evaluate", "--gt", tiny_data / "annotations" / "val",
+        "--pred", tmp_path / "eval" / "pred_n1_steps1",
+    )  # fmt: skip
+    assert code == 0, err
+
+
+def test_evaluate_model_with_detector_boxes(capsys, tiny_model_dir, tiny_data):
+    boxes = tiny_data / "detections" / "val_boxes.json"
+    code, out, err = run(
+        capsys, "evaluate-model", tiny_model_dir, "--data", tiny_data, "--boxes", boxes,
+        "-n", "1", "--steps", "1", "--max-clips", "4",
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.startswith("N = 1, steps = 1")
+
+
+@pytest.mark.parametrize(
+    "case", ["no-checkpoint", "mismatched", "no-data", "no-boxes", "bad-boxes", "schema"]
+)
+def test_evaluate_model_bad_input(
+    capsys, case, tiny_model_dir, mismatched_dir, tiny_data, tmp_path
+):
+    checkpoint, data, extra, words = tiny_model_dir, tiny_data, [], []
+    if case == "no-checkpoint":
+        checkpoint, words = tmp_path / "nockpt", ["nockpt"]
+    elif case == "mismatched":
+        checkpoint, words = mismatched_dir, ["does not match", "config.json"]
+    elif case == "no-data":
+        data, words = tmp_path / "nodata", ["nodata"]
+    elif case == "no-boxes":
+        extra, words = ["--boxes", tmp_path / "nope.json"], ["--boxes", "nope.json"]
+    elif case == "bad-boxes":
+        (tmp_path / "bad.json").write_text('{"not": "a list"')
+        extra, words = ["--boxes", tmp_path / "bad.json"], ["bad.json"]
+    else:
+        extra, words = ["--schema", "quadruped"], ["--schema", "13"]
+    code, _, err = run(capsys, "evaluate-model", checkpoint, "--data", data, *extra)
+    assert_one_line_error(code, err, "evaluate-model", *words)
+
+
+# ----------------------------------------------------------------------------------- predict
+
+
+@pytest.mark.parametrize("render", ["gif", "mp4", "none"])
+def test_predict_writes_the_files_it_lists(capsys, tiny_model_dir, tiny_data, tmp_path, render):
+    video = tiny_data / "images" / "val" / "020000_synthetic"
+    code, out, err = run(
+        capsys, "predict", video, "--boxes", tiny_data / "detections" / "val_boxes.json",
+        "--checkpoint", tiny_model_dir, "--out", tmp_path / "pred", "-n", "1", "--steps", "1",
+        "--render", render,
+    )  # fmt: skip
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].endswith(f"poses on {len(list(video.glob('*.jpg')))} frames:")
+    listed = [Path(line.strip()) for line in lines[1:]]
+    names = ["020000_synthetic_posetrack18.json", "020000_synthetic_coco.json",
+             "020000_synthetic_predictions.json"]  # fmt: skip
+    if render != "none":
+        names.append(f"020000_synthetic_overlay.{render}")
+    assert [p.name for p in listed] == names
+    assert all(p.is_file() and p.stat().st_size > 0 for p in listed)
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == sorted(names)
+
+
+@pytest.mark.parametrize(
+    "case", ["no-video", "no-boxes", "bad-boxes", "foreign-boxes", "no-checkpoint", "mismatched"]
+)
+def test_predict_bad_input(capsys, case, tiny_model_dir, mismatched_dir, tiny_data, tmp_path):
+    video = tiny_data / "images" / "val" / "020000_synthetic"
+    boxes = tiny_data / "detections" / "val_boxes.json"
+    checkpoint, words = tiny_model_dir, []
+    if case == "no-video":
+        video, words = tmp_path / "novideo", ["novideo"]
+    elif case == "no-boxes":
+        boxes, words = tmp_path / "nope.json", ["nope.json"]
+    elif case == "bad-boxes":
+        boxes = tmp_path / "bad.json"
+        boxes.write_text(json.dumps([{"image_id": 0, "bbox": [0, 0, -5, 3], "score": 1.0}]))
+        words = ["bad.json", "bbox"]
+    elif case == "foreign-boxes":
+        boxes = tmp_path / "foreign.json"
+        boxes.write_text(json.dumps([{"image_name": "x/000000.jpg", "bbox": [0, 0, 5, 3],
+                                      "score": 1.0}]))  # fmt: skip
+        words = ["foreign.json", "none of its boxes"]
+    elif case == "no-checkpoint":
+        checkpoint, words = tmp_path / "nockpt", ["nockpt"]
+    else:
+        checkpoint, words = mismatched_dir, ["does not match"]
+    code, _, err = run(
+        capsys, "predict", video, "--boxes", boxes, "--checkpoint", checkpoint,
+        "--out", tmp_path / "out", "-n", "1", "--steps", "1",
+    )  # fmt: skip
+    assert_one_line_error(code, err, "predict", *words)
+
+
+# -------------------------------------------------------------------------------------- demo
+
+
+def test_demo_unwritable_output(capsys, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    code, _, err = run(capsys, "demo", "--quick", "--out", tmp_path / "a_file" / "demo")
+    assert_one_line_error(code, err, "demo", "a_file")
+
+
+def test_usage_errors_are_one_line(capsys):
+    code, _, err = run(capsys, "train")
+    assert_one_line_error(code, err, "train")
+    code, _, err = run(capsys, "predict", "video")
+    assert_one_line_error(code, err, "predict", "--boxes")
+
+
+def test_demo_quick_end_to_end(capsys, tmp_path):
+    code, out, err = run(capsys, "demo", "--quick", "--out", tmp_path / "demo")
+    assert code == 0, err
+    demo = tmp_path / "demo"
+    for name in ("ap_table.txt", "ap_vs_n_steps.png", "overlay.gif", "summary.json"):
+        assert (demo / name).is_file() and (demo / name).stat().st_size > 0, name
+    table = (demo / "ap_table.txt").read_text().splitlines()
+    assert table[0].split()[:2] == ["N", "steps"] and len(table) == 1 + 9
+    summary = json.loads((demo / "summary.json").read_text())
+    assert len(summary["grid"]) == 9 and summary["clips_evaluated"] > 0
+    assert "done in" in out

@@ -1,0 +1,188 @@
+"""``VideoPredictor`` on a synthetic clip folder and on a real PoseTrack video (folder and mp4):
+persons with keypoints and spread, PoseTrack18 and COCO files, GIF and MP4 overlays."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from kpdiff.data.detections import read_detections
+from kpdiff.data.posetrack import read_posetrack
+from kpdiff.diffpose import DiffPose
+from kpdiff.engine.predict import VideoPredictor, list_frames, render_video, save_prediction_json
+from kpdiff.errors import KpdiffInputError
+
+SAMPLE = Path(
+    os.environ.get(
+        "KPDIFF_POSETRACK18_SAMPLE",
+        Path(__file__).resolve().parents[3] / "shared" / "data" / "posetrack18_sample",
+    )
+)
+REAL_VIDEO = SAMPLE / "videos" / "000001_mpiinew_test"
+needs_sample = pytest.mark.skipif(not REAL_VIDEO.is_dir(), reason="no PoseTrack18 sample here")
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model_dir):
+    model = DiffPose.from_pretrained(tiny_model_dir)
+    return VideoPredictor(model, num_samples=2, steps=1, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tiny_data, predictor):
+    folder = tiny_data / "images" / "val" / "020000_synthetic"
+    boxes = tiny_data / "detections" / "val_boxes.json"
+    return folder, boxes, predictor(folder, boxes)
+
+
+def test_predicts_every_box_of_every_frame(synthetic):
+    folder, boxes, result = synthetic
+    frames = sorted(folder.glob("*.jpg"))
+    assert result.name == "020000_synthetic" and result.frames == frames
+    detections = read_detections(boxes)
+    expected = sum(len(detections.get(f"{folder.name}/{f.name}", [])) for f in frames)
+    assert expected > 0 and len(result.persons) == expected
+    for p in result.persons:
+        assert 0 <= p["frame_index"] < len(frames)
+        kp, spread = np.asarray(p["keypoints"]), np.asarray(p["spread"])
+        assert kp.shape == (17, 3) and spread.shape == (17,)
+        assert np.isfinite(kp).all() and (spread >= 0).all()
+        assert (kp[:, 2] >= 0).all() and (kp[:, 2] <= 1).all()
+        x, y, bw, bh = p["box"]
+        # keypoints land in the (enlarged) crop around the box, in image pixels
+        assert (kp[:, 0] > x - bw).all() and (kp[:, 0] < x + 2 * bw).all()
+        assert (kp[:, 1] > y - bh).all() and (kp[:, 1] < y + 2 * bh).all()
+
+
+def test_posetrack18_file_reads_back(synthetic, tmp_path):
+    _, _, result = synthetic
+    path = result.write_posetrack18(tmp_path / "pred.json")
+    (video,) = read_posetrack(path, predictions=True)
+    assert len(video.frames) == len(result.frames)
+    assert [f.frame_index for f in video.frames] == list(range(len(result.frames)))
+    got = [p.keypoints for f in video.frames for p in f.persons]
+    want = [
+        np.asarray(p["keypoints"]) for p in sorted(result.persons, key=lambda p: p["frame_index"])
+    ]
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, atol=1e-9)
+
+
+def test_coco_and_raw_files(synthetic, tmp_path):
+    _, _, result = synthetic
+    records = json.loads(result.write_coco(tmp_path / "coco.json").read_text())
+    assert len(records) == len(result.persons)
+    for rec in records:
+        assert set(rec) == {"image_id", "file_name", "category_id", "bbox", "keypoints", "score",
+                            "keypoint_spread"}  # fmt: skip
+        assert rec["category_id"] == 1 and len(rec["bbox"]) == 4
+        assert len(rec["keypoints"]) == 51 and len(rec["keypoint_spread"]) == 17
+        assert result.frames[rec["image_id"]].name == rec["file_name"]
+    raw = json.loads(save_prediction_json(result, tmp_path / "raw.json").read_text())
+    assert raw["video"] == result.name and len(raw["persons"]) == len(result.persons)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coco.json", "raw.json"]
+
+
+@pytest.mark.parametrize("suffix", ["gif", "mp4"])
+def test_render_writes_a_gif_and_an_mp4(synthetic, tmp_path, suffix):
+    _, _, result = synthetic
+    path = render_video(result, tmp_path / "out" / f"overlay.{suffix}", fps=5)
+    assert path.is_file() and path.stat().st_size > 0
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
+    if suffix == "gif":
+        with Image.open(path) as im:
+            assert im.n_frames == len(result.frames)
+    else:
+        cap = cv2.VideoCapture(str(path))
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == len(result.frames)
+        cap.release()
+
+
+def test_same_seed_same_poses(predictor, synthetic):
+    folder, boxes, result = synthetic
+    again = predictor(folder, boxes)
+    for a, b in zip(result.persons, again.persons, strict=True):
+        np.testing.assert_array_equal(a["keypoints"], b["keypoints"])
+
+
+def test_a_folder_name_with_a_dot_is_the_video_name(predictor, synthetic, tmp_path):
+    folder, boxes, _ = synthetic
+    (tmp_path / "clip.v2").symlink_to(folder, target_is_directory=True)
+    assert predictor(tmp_path / "clip.v2", boxes).name == "clip.v2"
+
+
+def test_bad_inputs_are_clear_errors(predictor, synthetic, tmp_path, tiny_model_dir):
+    folder, boxes, _ = synthetic
+    with pytest.raises(KpdiffInputError, match="does not exist"):
+        predictor(tmp_path / "nope", boxes)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(KpdiffInputError, match="holds no"):
+        predictor(tmp_path / "empty", boxes)
+    (tmp_path / "not_a_video.mp4").write_text("hello")
+    with pytest.raises(KpdiffInputError, match="neither a folder"):
+        predictor(tmp_path / "not_a_video.mp4", boxes)
+    with pytest.raises(KpdiffInputError, match="does not exist"):
+        predictor(folder, tmp_path / "nope.json")
+    (tmp_path / "bad.json").write_text('[{"image_name": "a/b.jpg", "bbox": [1, 2], "score": 1}]')
+    with pytest.raises(KpdiffInputError, match="bbox"):
+        predictor(folder, tmp_path / "bad.json")
+    other = [{"image_name": "elsewhere/000000.jpg", "bbox": [1, 2, 30, 40], "score": 0.9}]
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(KpdiffInputError, match="none of its boxes") as err:
+        predictor(folder, tmp_path / "other.json")
+    assert "020000_synthetic/000000.jpg" in str(err.value)
+    with pytest.raises(KpdiffInputError, match="joints"):
+        VideoPredictor(DiffPose.from_pretrained(tiny_model_dir), schema="quadruped")
+
+
+# ------------------------------------------------------------------------- the real sample
+
+
+def centre_boxes(layout: str, frames: int, video: str) -> list[dict]:
+    """Two plausible person boxes near the centre of a 1280x720 frame, on every frame."""
+    boxes = [[560.0, 250.0, 90.0, 220.0], [700.0, 260.0, 80.0, 200.0]]
+    out = []
+    for i in range(frames):
+        for box in boxes:
+            key = {"image_name": f"{video}/{i:06d}.jpg"} if layout == "dcpose" else {"image_id": i}
+            out.append({**key, "bbox": box, "score": 0.9, "category_id": 1})
+    return out
+
+
+@needs_sample
+@pytest.mark.parametrize(
+    ("source", "layout"), [("folder", "dcpose"), ("mp4", "dcpose"), ("mp4", "coco")]
+)
+def test_real_posetrack_video(predictor, tmp_path, source, layout):
+    video = REAL_VIDEO if source == "folder" else REAL_VIDEO / f"{REAL_VIDEO.name}.mp4"
+    frames = list_frames(video, tmp_path / "frames")
+    assert len(frames) == (10 if source == "folder" else 5)
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps(centre_boxes(layout, len(frames), REAL_VIDEO.name)))
+    result = predictor(video, boxes, workdir=tmp_path / "frames")
+    assert result.name == REAL_VIDEO.name and len(result.frames) == len(frames)
+    assert len(result.persons) == 2 * len(frames)
+    for p in result.persons:
+        kp = np.asarray(p["keypoints"])
+        assert kp.shape == (17, 3) and np.asarray(p["spread"]).shape == (17,)
+        assert (kp[:, 0] > 400).all() and (kp[:, 0] < 900).all()  # around the boxes
+        assert (kp[:, 1] > 150).all() and (kp[:, 1] < 560).all()
+    (back,) = read_posetrack(result.write_posetrack18(tmp_path / "pred.json"), predictions=True)
+    assert sum(len(f.persons) for f in back.frames) == 2 * len(frames)
+    assert len(json.loads(result.write_coco(tmp_path / "coco.json").read_text())) == 2 * len(frames)
+    if source == "mp4":
+        out = render_video(result, tmp_path / "overlay.mp4")
+        cap = cv2.VideoCapture(str(out))
+        assert int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == 640  # scaled to max_width
+        cap.release()
+    # nothing was written next to the sample
+    assert sorted(p.name for p in REAL_VIDEO.iterdir()) == sorted(
+        [f"{i:06d}.jpg" for i in range(10)] + [f"{REAL_VIDEO.name}.mp4"]
+    )

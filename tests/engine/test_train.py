@@ -1,0 +1,199 @@
+"""Training on the CPU: the files a run writes, its metrics, its checkpoints and ``best/``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from engine_helpers import files_under
+
+from kpdiff.diffpose import DiffPose
+from kpdiff.engine.checkpoint import latest_checkpoint, load_training_state
+from kpdiff.engine.config import load_config
+from kpdiff.engine.train import EpochSampler, train
+from kpdiff.errors import KpdiffInputError
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_step_run_writes_metrics_checkpoint_and_best(make_config, tiny_datasets):
+    cfg = make_config()
+    cfg.optim.max_steps = 2
+    result = train(cfg, datasets=tiny_datasets)
+    run = Path(cfg.runtime.output_dir)
+    assert result.steps == 2 and sorted(result.losses) == [1, 2]
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.losses.values())
+
+    steps = [r for r in records(run) if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    for r in steps:
+        assert r["loss"] == result.losses[r["step"]]
+        assert r["lr"] == cfg.optim.lr and r["samples_per_s"] > 0 and r["grad_norm"] >= 0
+    (val,) = [r for r in records(run) if "val_mean_ap" in r]
+    assert val["step"] == 2 and val["best"] == result.best_ap
+    assert set(val["val_columns"]) >= {"Head", "Ankle", "Mean"}
+
+    ckpt = latest_checkpoint(run)
+    assert ckpt == run / "checkpoints" / "step-0000002"
+    assert (run / "checkpoints" / "latest").read_text().strip() == ckpt.name
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "config.json", "experiment.yaml", "model.safetensors", "training_state.pt",
+    ]  # fmt: skip
+    assert load_config(ckpt / "experiment.yaml") == cfg
+    assert load_config(run / "experiment.yaml") == cfg
+    state = load_training_state(ckpt)
+    assert state["counters"]["step"] == 2 and state["counters"]["best"] == result.best_ap
+    assert set(state) >= {"optimizer", "scheduler", "counters", "rng"}
+
+    best = DiffPose.from_pretrained(run / "best")
+    last = DiffPose.from_pretrained(ckpt)
+    for (k, a), b in zip(best.state_dict().items(), last.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k  # one validation: the best model is the last one
+    # nothing half-written is left behind
+    assert not [f for f in files_under(run) if Path(f).name.startswith(".")]
+
+
+def test_files_are_readable_by_others_as_the_umask_says(make_config, tiny_datasets):
+    import os
+
+    cfg = make_config()
+    cfg.optim.max_steps = 1
+    old = os.umask(0o022)
+    try:
+        train(cfg, datasets=tiny_datasets)
+    finally:
+        os.umask(old)
+    run = Path(cfg.runtime.output_dir)
+    for path in [run / "experiment.yaml", run / "checkpoints" / "latest", latest_checkpoint(run)]:
+        assert path.stat().st_mode & 0o044 == 0o044, path
+
+
+def test_epochs_schedule_checkpoints_and_retention(make_config, tiny_datasets):
+    cfg = make_config()  # 3 epochs x 3 steps, lr x0.1 after epoch 2
+    cfg.eval.every = 1
+    result = train(cfg, datasets=tiny_datasets)
+    run = Path(cfg.runtime.output_dir)
+    assert result.steps == 9
+    lrs = {r["step"]: r["lr"] for r in records(run) if "loss" in r}
+    assert lrs == {s: pytest.approx(1e-3 if s <= 6 else 1e-4) for s in range(1, 10)}
+    assert [r["epoch"] for r in records(run) if "val_mean_ap" in r] == [1, 2, 3]
+    # two checkpoints kept, the newest is latest
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == [
+        "step-0000006", "step-0000009",
+    ]  # fmt: skip
+    assert latest_checkpoint(run).name == "step-0000009"
+    assert load_training_state(latest_checkpoint(run))["counters"] == {
+        "step": 9, "epoch": 3, "batch_in_epoch": 0, "best": result.best_ap,
+    }  # fmt: skip
+    assert (run / "best" / "model.safetensors").is_file()
+
+
+def test_a_checkpoint_half_written_by_a_killed_run_is_cleaned_up(make_config, tiny_datasets):
+    cfg = make_config()
+    cfg.optim.max_steps = 1
+    dead = Path(cfg.runtime.output_dir) / "checkpoints" / ".tmp-killed"
+    dead.mkdir(parents=True)
+    (dead / "model.safetensors").write_bytes(b"half")
+    train(cfg, datasets=tiny_datasets)
+    assert not dead.exists()
+    assert sorted(p.name for p in dead.parent.iterdir()) == ["latest", "step-0000001"]
+
+
+def test_a_new_run_in_the_same_folder_starts_a_new_metrics_log(make_config, tiny_datasets):
+    cfg = make_config()
+    cfg.optim.max_steps = 2
+    train(cfg, datasets=tiny_datasets)
+    train(cfg, datasets=tiny_datasets)
+    steps = [r["step"] for r in records(Path(cfg.runtime.output_dir)) if "loss" in r]
+    assert steps == [1, 2]
+
+
+def test_same_seed_same_losses_other_seed_other_losses(make_config, tiny_datasets):
+    cfg = make_config("a")
+    cfg.optim.max_steps = 2
+    a = train(cfg, datasets=tiny_datasets).losses
+    cfg.runtime.output_dir = make_config("b").runtime.output_dir
+    assert train(cfg, datasets=tiny_datasets).losses == a
+    cfg.runtime.output_dir = make_config("c").runtime.output_dir
+    cfg.runtime.seed = 1
+    assert train(cfg, datasets=tiny_datasets).losses != a
+
+
+def test_validation_does_not_change_the_training_draws(make_config, tiny_datasets):
+    cfg = make_config("a")  # validates once, at the end
+    quiet = train(cfg, datasets=tiny_datasets).losses
+    cfg = make_config("b")
+    cfg.eval.every = 1  # validates after every epoch
+    assert train(cfg, datasets=tiny_datasets).losses == quiet
+
+
+def test_compiled_decoder_writes_checkpoints_an_uncompiled_model_loads(
+    make_config, tiny_datasets, monkeypatch
+):
+    import functools
+
+    # the eager backend: dynamo traces, nothing is code-generated (seconds, not minutes)
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    cfg = make_config()
+    cfg.model.compile_decoder = True
+    cfg.optim.max_steps = 1
+    cfg.eval.max_clips = 2
+    train(cfg, datasets=tiny_datasets)
+    run = Path(cfg.runtime.output_dir)
+    for folder in (run / "best", latest_checkpoint(run)):
+        model = DiffPose.from_pretrained(folder)  # no "_orig_mod." names in the weights
+        assert not any("_orig_mod" in k for k in model.state_dict())
+    train(cfg, resume=True, datasets=tiny_datasets)  # and the run resumes
+
+
+def test_gpu_device_without_gpu_is_a_clear_error(make_config, tiny_datasets):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    cfg = make_config()
+    cfg.runtime.device = "cuda"
+    with pytest.raises(KpdiffInputError, match=r"runtime\.device.*CUDA is not available"):
+        train(cfg, datasets=tiny_datasets)
+
+
+def test_batch_larger_than_the_data_is_a_clear_error(make_config, tiny_datasets):
+    cfg = make_config()
+    cfg.optim.batch_size = 1000
+    with pytest.raises(KpdiffInputError, match=r"optim\.batch_size"):
+        train(cfg, datasets=tiny_datasets)
+
+
+def test_train_builds_the_synthetic_data_when_missing(make_config, tmp_path):
+    cfg = make_config()
+    cfg.data.root = str(tmp_path / "fresh-data")
+    cfg.optim.max_steps = 1
+    cfg.eval.max_clips = 2
+    train(cfg)
+    assert (tmp_path / "fresh-data" / "synthetic.json").is_file()
+    assert latest_checkpoint(cfg.runtime.output_dir) is not None
+
+
+def test_missing_real_dataset_is_a_clear_error(make_config, tmp_path):
+    cfg = make_config()
+    cfg.data.root = str(tmp_path / "nowhere")
+    cfg.data.synthetic = False
+    with pytest.raises(KpdiffInputError, match=r"data\.root"):
+        train(cfg)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_epoch_sampler_shards_cover_the_permutation(world):
+    shards = [EpochSampler(10, seed=0, epoch=4, rank=r, world=world) for r in range(world)]
+    assert len({len(s) for s in shards}) == 1  # every rank runs the same number of steps
+    seen = [i for s in shards for i in s]
+    assert set(seen) == set(range(10)) and len(seen) == -(-10 // world) * world
+    again = EpochSampler(10, seed=0, epoch=4, rank=0, world=world)
+    assert list(again) == list(shards[0])
+    assert list(EpochSampler(10, seed=0, epoch=5)) != list(EpochSampler(10, seed=0, epoch=4))
+    assert (
+        list(EpochSampler(10, seed=0, epoch=4, skip=3))
+        == list(EpochSampler(10, seed=0, epoch=4))[3:]
+    )

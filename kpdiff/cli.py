@@ -214,11 +214,12 @@ def _evaluate_model(args: argparse.Namespace, info: Any) -> int:
     from pathlib import Path
 
     from kpdiff.data.clips import ClipConfig, TopDownClipDataset
-    from kpdiff.data.posetrack import read_posetrack, write_json_atomic
+    from kpdiff.data.posetrack import read_posetrack
     from kpdiff.data.schemas import get_schema
     from kpdiff.diffpose import DiffPose
     from kpdiff.engine.evaluate import evaluate_model as run
     from kpdiff.engine.evaluate import write_predictions
+    from kpdiff.io import write_json_atomic
 
     model = DiffPose.from_pretrained(args.checkpoint).to(info.device)
     schema = get_schema(args.schema)

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ from kpdiff.decoder import PoseDecoder
 from kpdiff.diffusion import HeatmapDiffusion, default_scheduler
 from kpdiff.encoder import SpatioTemporalEncoder
 from kpdiff.errors import KpdiffInputError, check_shape
+from kpdiff.io import atomic_path, write_text_atomic
 from kpdiff.sampling import EnsembleResult, EnsembleSampler
 
 __all__ = ["PRESETS", "DiffPose", "DiffPoseConfig"]
@@ -251,8 +249,9 @@ class DiffPose(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(tensors, p))
-        _atomic_write(directory / CONFIG_NAME, lambda p: Path(p).write_text(self.config.to_json()))
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(tensors, str(tmp))
+        write_text_atomic(directory / CONFIG_NAME, self.config.to_json())
 
     @classmethod
     def from_pretrained(
@@ -295,15 +294,3 @@ class DiffPose(nn.Module):
         check_shape(
             "heatmaps", heatmaps, (batch, self.config.num_keypoints, *self.config.heatmap_size)
         )
-
-
-def _atomic_write(path: Path, write: Callable[[str], Any]) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

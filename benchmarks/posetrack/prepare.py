@@ -32,10 +32,11 @@ import numpy as np
 
 from kpdiff.data.clips import TopDownClipDataset, clip_indices
 from kpdiff.data.detections import boxes_for_frame, image_key, read_detections
-from kpdiff.data.posetrack import detect_format, read_posetrack, write_json_atomic
+from kpdiff.data.posetrack import detect_format, read_posetrack
 from kpdiff.data.schemas import get_schema
 from kpdiff.data.structures import VideoAnnotation
 from kpdiff.errors import KpdiffInputError
+from kpdiff.io import write_json_atomic
 
 __all__ = [
     "CheckReport",

@@ -293,11 +293,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from kpdiff.data.posetrack import write_json_atomic
     from kpdiff.data.schemas import get_schema
     from kpdiff.engine.distributed import init_distributed
     from kpdiff.engine.evaluate import evaluate_model, write_predictions
     from kpdiff.errors import KpdiffInputError
+    from kpdiff.io import write_json_atomic
 
     info = init_distributed(args.device)
     model, ckpt = _load_model(args.checkpoint, info.device)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import numpy as np
 from kpdiff.data.schemas import POSETRACK, KeypointSchema, get_schema
 from kpdiff.data.structures import FrameAnnotation, PersonAnnotation, VideoAnnotation
 from kpdiff.errors import KpdiffInputError
+from kpdiff.io import write_json_atomic
 
 __all__ = [
     "MISSING_SCORE",
@@ -491,25 +491,6 @@ def read_posetrack(
 
 
 # --------------------------------------------------------------------------- writers
-
-
-def write_json_atomic(obj: Any, path: PathLike) -> Path:
-    """Write ``obj`` as JSON to ``path`` atomically: a temporary file in the same folder, then
-    ``os.replace``. A reader never sees a half-written file. Parent folders are created."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode honours the umask
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _person_json(

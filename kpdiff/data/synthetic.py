@@ -32,10 +32,11 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from kpdiff.data.posetrack import write_json_atomic, write_posetrack18
+from kpdiff.data.posetrack import write_posetrack18
 from kpdiff.data.schemas import KeypointSchema, get_schema, register_schema
 from kpdiff.data.structures import FrameAnnotation, PersonAnnotation, VideoAnnotation
 from kpdiff.errors import KpdiffInputError
+from kpdiff.io import write_json_atomic
 
 __all__ = [
     "HUMAN_RIG",

@@ -27,11 +27,11 @@ import torch
 
 from kpdiff.engine.config import (
     ExperimentConfig,
-    current_umask,
     save_config,
     write_text_atomic,
 )
 from kpdiff.errors import KpdiffInputError
+from kpdiff.io import current_umask
 
 __all__ = ["get_rng_state", "latest_checkpoint", "load_training_state", "save_checkpoint"]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -22,6 +21,7 @@ import yaml
 
 from kpdiff.data.clips import AugmentConfig
 from kpdiff.errors import KpdiffInputError
+from kpdiff.io import write_text_atomic
 
 __all__ = [
     "DataConfig",
@@ -351,28 +351,6 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] = ()) -> Expe
 def save_config(config: ExperimentConfig, path: str | os.PathLike[str]) -> None:
     """Write ``config`` as YAML, atomically."""
     write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files; honour the umask
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def current_umask() -> int:
-    """The process' umask (read by setting and restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def replace(config: ExperimentConfig, **sections: Any) -> ExperimentConfig:

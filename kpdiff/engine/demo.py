@@ -13,13 +13,13 @@ from pathlib import Path
 
 import torch
 
-from kpdiff.data.posetrack import write_json_atomic
 from kpdiff.diffpose import DiffPose
-from kpdiff.engine.config import ExperimentConfig, write_text_atomic
+from kpdiff.engine.config import ExperimentConfig
 from kpdiff.engine.data import build_model, prepare_datasets
 from kpdiff.engine.evaluate import SweepResult, evaluate_model
 from kpdiff.engine.predict import VideoPredictor, render_video
 from kpdiff.engine.train import train
+from kpdiff.io import atomic_path, write_json_atomic, write_text_atomic
 
 __all__ = ["DemoResult", "demo_config", "run_demo"]
 
@@ -175,9 +175,7 @@ def plot_sweep(sweep: SweepResult, path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    tmp.replace(path)
     return path

@@ -26,11 +26,12 @@ from torch.utils.data import DataLoader
 
 from kpdiff.data.clips import ClipConfig, TopDownClipDataset
 from kpdiff.data.detections import image_key, read_detections
-from kpdiff.data.posetrack import write_json_atomic, write_posetrack18_predictions
+from kpdiff.data.posetrack import write_posetrack18_predictions
 from kpdiff.data.schemas import KeypointSchema, get_schema
 from kpdiff.data.structures import FrameAnnotation, VideoAnnotation
 from kpdiff.engine.evaluate import _rows, predictions_to_videos
 from kpdiff.errors import KpdiffInputError
+from kpdiff.io import atomic_path, write_json_atomic
 
 __all__ = ["VideoPrediction", "VideoPredictor", "list_frames", "render_video"]
 
@@ -263,21 +264,14 @@ def render_video(
         if scale < 1.0:
             image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         images.append(image)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(path) as tmp:
         if path.suffix.lower() == ".gif":
             pil = [Image.fromarray(cv2.cvtColor(im, cv2.COLOR_BGR2RGB)) for im in images]
-            with open(fd, "wb") as f:
-                pil[0].save(
-                    f, format="GIF", save_all=True, append_images=pil[1:],
-                    duration=int(1000 / fps), loop=0,
-                )  # fmt: skip
+            pil[0].save(
+                tmp, format="GIF", save_all=True, append_images=pil[1:],
+                duration=int(1000 / fps), loop=0,
+            )  # fmt: skip
         else:
-            import os
-
-            os.close(fd)
             h, w = images[0].shape[:2]
             writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
             if not writer.isOpened():  # else OpenCV silently writes nothing
@@ -287,10 +281,6 @@ def render_video(
             for im in images:
                 writer.write(im)
             writer.release()
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

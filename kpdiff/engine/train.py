@@ -31,7 +31,7 @@ from kpdiff.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from kpdiff.engine.config import ExperimentConfig, save_config, write_text_atomic
+from kpdiff.engine.config import ExperimentConfig, save_config
 from kpdiff.engine.data import Datasets, build_model, prepare_datasets
 from kpdiff.engine.distributed import (
     DistInfo,
@@ -42,6 +42,7 @@ from kpdiff.engine.distributed import (
 )
 from kpdiff.engine.evaluate import evaluate_model
 from kpdiff.errors import KpdiffInputError
+from kpdiff.io import write_text_atomic
 
 __all__ = ["TrainResult", "train"]
 

@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import shapely
 
-from kpdiff.data.posetrack import write_json_atomic
 from kpdiff.data.schemas import POSETRACK, KeypointSchema, get_schema
 from kpdiff.data.structures import FrameAnnotation, PersonAnnotation, VideoAnnotation
 from kpdiff.errors import KpdiffInputError
+from kpdiff.io import write_json_atomic
 
 __all__ = ["PCKH_THRESHOLD", "PoseTrackAP", "posetrack_ap"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import kpdiff.data.posetrack as pt
+import kpdiff.io
 from kpdiff.data.detections import boxes_for_frame, image_key, read_detections
 from kpdiff.data.posetrack import (
     MISSING_SCORE,
@@ -168,11 +168,10 @@ def test_writer_is_atomic(tmp_path, monkeypatch):
     target = tmp_path / "v.json"
     target.write_text("old")
 
-    def broken_dump(obj, f, **kw):
-        f.write("{half")
+    def broken_fsync(fd):  # the content is written, then the disk fails
         raise OSError("disk full")
 
-    monkeypatch.setattr(pt.json, "dump", broken_dump)
+    monkeypatch.setattr(kpdiff.io.os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="disk full"):
         write_posetrack18(make_video(), target)
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["v.json"]

@@ -1,0 +1,74 @@
+"""Smoke tests of the tutorial examples: each ``main(["--quick", "--out", tmp])`` runs end to end
+and writes its outputs under ``--out``; the single-image example also predicts on a given image
+from a saved checkpoint, and the uncertainty statistics are checked on known data."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def load(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"kpdiff_example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_custom_denoiser_quick(tmp_path: Path) -> None:
+    assert load("custom_denoiser").main(["--quick", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results) >= {"N1_steps1", "N10_steps4"}
+    for key in ("N1_steps1", "N10_steps4"):
+        assert set(results[key]["columns"]) == {"Head", "Body", "Front", "Hind", "Mean"}
+        assert math.isfinite(results[key]["error_px_mean"])
+    assert results["N1_steps1"]["mean_spread_px"] == 0  # one hypothesis: no spread
+    assert (tmp_path / "model.pt").is_file()
+
+
+def test_single_image_quick_then_own_image(tmp_path: Path) -> None:
+    example = load("single_image")
+    assert example.main(["--quick", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary) == {"N1_steps1", "N10_steps4"}
+    drawn = sorted((tmp_path / "images").glob("*.jpg"))
+    assert drawn, "no image with skeletons was written"
+
+    # the documented path for a user's own image: a checkpoint, an image and a box
+    image = next((tmp_path / "data" / "images" / "val").rglob("000000.jpg"))
+    out = tmp_path / "own"
+    argv = ["--checkpoint", str(tmp_path / "run" / "best"), "--image", str(image)]
+    assert example.main([*argv, "--box", "100", "40", "80", "160", "--out", str(out)]) == 0
+    assert (out / "images" / f"{image.parent.name}_{image.name}").is_file()
+
+
+def test_uncertainty_quick(tmp_path: Path) -> None:
+    assert load("uncertainty").main(["--quick", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "error_vs_spread.png").stat().st_size > 0
+    stats = json.loads((tmp_path / "uncertainty.json").read_text())
+    assert len(stats["bin_mean_error"]) == 10
+    assert stats["joints"] > 0 and 0 <= stats["failure_share_top_bin"] <= 1
+
+
+def test_spread_statistics_on_known_data() -> None:
+    stats_of = load("uncertainty").spread_statistics
+    spread = np.arange(100, dtype=float)
+    error = 2 * spread  # error grows with spread: ρ = 1, failures only in the top decile
+    stats = stats_of(spread, error, threshold=179.0)
+    assert stats["spearman_rho"] == pytest.approx(1.0)
+    assert stats["bin_mean_spread"] == pytest.approx([4.5 + 10 * i for i in range(10)])
+    assert stats["failure_share_top_bin"] == pytest.approx(1.0)  # errors 180 … 198
+    assert stats["failure_share_rest"] == 0.0
+    assert stats["failures_caught_by_top_bin"] == 1.0

@@ -134,21 +134,6 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _overrides(values: list[str] | None) -> list[str]:
-    """``--set`` values, each one or several whitespace-separated ``key=value`` items; a word
-    that does not start a new ``key=`` belongs to the value before it (``{delta: 0}``)."""
-    import re
-
-    out: list[str] = []
-    for group in values or []:
-        for word in group.split():
-            if out and not re.match(r"[A-Za-z_][\w.]*=", word):
-                out[-1] += " " + word
-            else:
-                out.append(word)
-    return out
-
-
 @subcommand(
     "train",
     help="train a model from an experiment YAML (torchrun for several processes)",
@@ -164,11 +149,11 @@ def train(args: argparse.Namespace) -> int:
     """``kpdiff train CONFIG [--set k=v ...] [--resume]``."""
     import os
 
-    from kpdiff.engine.config import load_config
+    from kpdiff.engine.config import load_config, split_overrides
     from kpdiff.engine.distributed import cleanup
     from kpdiff.engine.train import train as run
 
-    config = load_config(args.config, _overrides(args.overrides))
+    config = load_config(args.config, split_overrides(args.overrides))
     try:
         result = run(config, resume=args.resume)
     finally:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from kpdiff.errors import KpdiffInputError, check_finite, check_shape
-from kpdiff.kernels import decode_heatmaps, render_heatmaps, use_triton  # fused CUDA paths
+from kpdiff.kernels import decode_heatmaps, render_heatmaps
 
 __all__ = [
     "GaussianHeatmapCodec",
@@ -102,24 +102,11 @@ class GaussianHeatmapCodec:
         sizes = check_shape("keypoints", keypoints, ("B", "K", 2))
         check_shape("visibility", visibility, ("B", "K"), sizes)
         check_finite("keypoints", keypoints)
-        if use_triton(keypoints, visibility):  # kpdiff.kernels: same result, one fused kernel
-            kw = {"heatmap_size": self.heatmap_size, "stride": self.stride, "sigma": self.sigma}
-            return render_heatmaps(keypoints, visibility, **kw)
-        h, w = self.heatmap_size
-        uv = self.to_heatmap_coords(keypoints.float())
-        u, v = uv[..., 0, None, None], uv[..., 1, None, None]  # [B, K, 1, 1]
-        ys = torch.arange(h, device=keypoints.device, dtype=torch.float32).view(h, 1)
-        xs = torch.arange(w, device=keypoints.device, dtype=torch.float32).view(1, w)
-        heatmaps = torch.exp(-((xs - u) ** 2 + (ys - v) ** 2) / (2 * self.sigma**2))
-        reach = 3 * self.sigma
-        inside = (
-            (uv[..., 0] > -reach)
-            & (uv[..., 0] < w - 1 + reach)
-            & (uv[..., 1] > -reach)
-            & (uv[..., 1] < h - 1 + reach)
-        )
-        weights = ((visibility > 0) & inside).float()
-        return heatmaps * weights[..., None, None], weights
+        # One implementation: the torch reference in kpdiff.kernels, or its fused CUDA kernel.
+        return render_heatmaps(
+            keypoints, visibility, heatmap_size=self.heatmap_size, stride=self.stride,
+            sigma=self.sigma,
+        )  # fmt: skip
 
     def decode(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keypoints from heatmaps by argmax plus the configured sub-pixel refinement.
@@ -134,17 +121,21 @@ class GaussianHeatmapCodec:
         h, w = self.heatmap_size
         check_shape("heatmaps", heatmaps, (None, None, h, w))
         check_finite("heatmaps", heatmaps)
-        if self.refine in ("quarter", "none") and use_triton(heatmaps):  # kpdiff.kernels (fused)
-            return decode_heatmaps(heatmaps, stride=self.stride, refine=self.refine)
+        # Argmax + quarter pixel: kpdiff.kernels (torch reference, or a fused CUDA kernel).
+        keypoints, maxvals = decode_heatmaps(
+            heatmaps, stride=self.stride, refine="none" if self.refine == "none" else "quarter"
+        )
+        if self.refine != "dark":
+            return keypoints, maxvals
+        # DARK: a Newton step on the log heatmap from the argmax, except on the border pixels
+        # (no central differences there), which keep the quarter-pixel result.
         hm = heatmaps.float()
-        flat = hm.flatten(2)
-        maxvals, idx = flat.max(dim=-1)
-        coords = torch.stack([idx % w, idx // w], dim=-1).float()  # [B, K, 2] (u, v)
-        if self.refine == "quarter":
-            coords = coords + 0.25 * _neighbour_sign(hm, idx)
-        elif self.refine == "dark":
-            coords = coords + _dark_offset(hm, idx, self.dark_kernel, self.sigma)
-        return self.to_input_coords(coords), maxvals
+        idx = hm.flatten(2).argmax(dim=-1)
+        u, v = idx % w, idx // w
+        argmax = torch.stack([u, v], dim=-1).float()
+        dark = self.to_input_coords(argmax + _dark_offset(hm, idx, self.dark_kernel, self.sigma))
+        on_border = ((u == 0) | (u == w - 1) | (v == 0) | (v == h - 1)).unsqueeze(-1)
+        return torch.where(on_border, keypoints, dark), maxvals
 
 
 def _gather_at(hm: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -154,33 +145,14 @@ def _gather_at(hm: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tens
     return hm.flatten(2).gather(-1, flat_idx.unsqueeze(-1)).squeeze(-1)
 
 
-def _neighbour_sign(hm: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``sign`` of the difference between the two neighbours of the argmax, per axis ``[B, K, 2]``.
-
-    HRNet's ``get_final_preds`` rule inside the map. On a border pixel HRNet applies no shift;
-    here the missing outer neighbour counts as 0, so the shift goes a quarter pixel inward
-    (where the inner neighbour is positive). That keeps the round-trip error below half a pixel
-    on the border too (a keypoint half-way between the border pixel and the next one decodes
-    0.25 px away instead of 0.5).
-    """
-    h, w = hm.shape[-2:]
-    u, v = idx % w, idx // w
-    zero = torch.zeros((), dtype=hm.dtype, device=hm.device)
-    right = torch.where(u < w - 1, _gather_at(hm, u + 1, v), zero)
-    left = torch.where(u > 0, _gather_at(hm, u - 1, v), zero)
-    down = torch.where(v < h - 1, _gather_at(hm, u, v + 1), zero)
-    up = torch.where(v > 0, _gather_at(hm, u, v - 1), zero)
-    return torch.stack([(right - left).sign(), (down - up).sign()], dim=-1)
-
-
 def _dark_offset(hm: torch.Tensor, idx: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
     """DARK refinement: offset ``−H⁻¹ ∇`` of the log heatmap at the argmax, ``[B, K, 2]``.
 
     The heatmap is blurred with a Gaussian (size ``kernel``, std ``sigma``) rescaled to its
     original maximum, then ``log``-ed; gradient and Hessian use central differences. Within
     ``kernel // 2`` pixels of the border the blur would be truncated and would bias the maximum,
-    so there the unblurred heatmap is used. On the border pixels themselves (no central
-    differences) the quarter-pixel rule applies.
+    so there the unblurred heatmap is used. (The border pixels themselves are left to the
+    quarter-pixel rule by :meth:`GaussianHeatmapCodec.decode`.)
     """
     b, k, h, w = hm.shape
     radius = kernel // 2
@@ -197,9 +169,7 @@ def _dark_offset(hm: torch.Tensor, idx: torch.Tensor, kernel: int, sigma: float)
     interior = (u >= radius) & (u < w - radius) & (v >= radius) & (v < h - radius)
     offset_blurred = _taylor_offset(blurred.reshape(b, k, h, w).clamp_min(1e-10).log(), u, v)
     offset_raw = _taylor_offset(hm.clamp_min(1e-10).log(), u, v)
-    offset = torch.where(interior.unsqueeze(-1), offset_blurred, offset_raw)
-    on_border = ((u == 0) | (u == w - 1) | (v == 0) | (v == h - 1)).unsqueeze(-1)
-    return torch.where(on_border, 0.25 * _neighbour_sign(hm, idx), offset)
+    return torch.where(interior.unsqueeze(-1), offset_blurred, offset_raw)
 
 
 def _taylor_offset(logh: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

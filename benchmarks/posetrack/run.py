@@ -29,7 +29,6 @@ import importlib.util
 import json
 import math
 import os
-import re
 import sys
 import tempfile
 import textwrap
@@ -181,20 +180,6 @@ def _load_model(checkpoint: str | Path, device: Any) -> tuple[Any, Path]:
     return DiffPose.from_pretrained(path).to(device), path
 
 
-def split_overrides(values: Sequence[str] | None) -> list[str]:
-    """``--set`` values as ``kpdiff train`` reads them: one or several whitespace-separated
-    ``key=value`` items each; a word that starts no new ``key=`` continues the value before it
-    (``--set "model.overrides={delta: 0}"``)."""
-    out: list[str] = []
-    for group in values or []:
-        for word in group.split():
-            if out and not re.match(r"[A-Za-z_][\w.]*=", word):
-                out[-1] += " " + word
-            else:
-                out.append(word)
-    return out
-
-
 def _experiment_for(checkpoint: Path, config: str | None, overrides: list[str]) -> Any:
     """The experiment whose data settings apply: ``--config``, else the run's own YAML."""
     from kpdiff.engine.config import load_config
@@ -229,7 +214,7 @@ def _relative_to(path: str, root: str) -> Path | None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from kpdiff.engine.config import load_config
+    from kpdiff.engine.config import load_config, split_overrides
     from kpdiff.engine.data import prepare_datasets
     from kpdiff.engine.distributed import DistInfo
     from kpdiff.engine.train import train
@@ -294,6 +279,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from kpdiff.data.schemas import get_schema
+    from kpdiff.engine.config import split_overrides
     from kpdiff.engine.distributed import init_distributed
     from kpdiff.engine.evaluate import evaluate_model, write_predictions
     from kpdiff.errors import KpdiffInputError

@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ __all__ = [
     "config_from_dict",
     "load_config",
     "save_config",
+    "split_overrides",
 ]
 
 
@@ -332,6 +335,22 @@ def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> Experimen
                 f"override {item!r}: value is not valid YAML ({detail})"
             ) from None
     return config_from_dict(data, "overrides")
+
+
+def split_overrides(values: Sequence[str] | None) -> list[str]:
+    """Command-line ``--set`` values → ``section.field=value`` items.
+
+    Each value holds one or several whitespace-separated items; a word that does not start a
+    new ``key=`` belongs to the value before it (``--set "model.overrides={delta: 0}"``).
+    """
+    out: list[str] = []
+    for group in values or []:
+        for word in group.split():
+            if out and not re.match(r"[A-Za-z_][\w.]*=", word):
+                out[-1] += " " + word
+            else:
+                out.append(word)
+    return out
 
 
 def load_config(path: str | os.PathLike[str], overrides: list[str] = ()) -> ExperimentConfig:  # type: ignore[assignment]

@@ -145,7 +145,9 @@ def test_train_dry_run_checks_a_real_layout_root(synthetic, tmp_path, capsys) ->
     assert not (tmp_path / "run").exists()
     assert run.main([*args, "--data", str(tmp_path / "absent")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert run.split_overrides(["model.overrides={delta: 0}", "a.b=1 c.d=2"]) == [
+    from kpdiff.engine.config import split_overrides  # what the script and `kpdiff train` use
+
+    assert split_overrides(["model.overrides={delta: 0}", "a.b=1 c.d=2"]) == [
         "model.overrides={delta: 0}",
         "a.b=1",
         "c.d=2",

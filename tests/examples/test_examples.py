@@ -13,8 +13,17 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+import torch
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """The examples set torch's thread count (``--threads``); leave it as it was."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def load(name: str) -> ModuleType:

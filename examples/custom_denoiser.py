@@ -13,7 +13,7 @@ DiffPose, for another body:
 - evaluation: ``kpdiff.engine.evaluate_model`` (it only needs ``condition`` and ``predict``)
   gives the PoseTrack-style AP with the schema's eval groups and the keypoint error in pixels.
 
-    python examples/custom_denoiser.py            # 2-3 minutes on 2 free CPU cores
+    python examples/custom_denoiser.py            # about 3.5 minutes on 2 CPU cores
     python examples/custom_denoiser.py --quick    # a seconds-long smoke run
 """
 

@@ -11,7 +11,7 @@ so that it trains on a CPU). The script
 3. predicts poses on single images from person boxes (validation frames and their detector
    boxes, or your own ``--image`` with ``--box``) and writes them with the skeletons drawn.
 
-    python examples/single_image.py            # 2-3 minutes on 2 free CPU cores
+    python examples/single_image.py            # about 1.5 minutes on 2 CPU cores
     python examples/single_image.py --quick    # a seconds-long smoke run
     python examples/single_image.py --checkpoint outputs/single_image/run/best \\
         --image photo.jpg --box 40 20 120 260   # x y w h of the person

@@ -12,7 +12,7 @@ for free with every prediction. This script measures how well it predicts the ac
    share of joints with an error above ``--threshold`` pixels among the highest-spread decile
    against the rest; plots error against spread to ``error_vs_spread.png``.
 
-    python examples/uncertainty.py            # 2-3 minutes on 2 free CPU cores
+    python examples/uncertainty.py            # about 2 minutes on 2 CPU cores
     python examples/uncertainty.py --quick    # a seconds-long smoke run
     python examples/uncertainty.py --checkpoint outputs/demo/run/best   # a trained model
 """

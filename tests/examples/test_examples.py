@@ -8,6 +8,7 @@ import importlib.util
 import json
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -19,7 +20,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture(autouse=True)
-def _keep_torch_threads():
+def _keep_torch_threads() -> Iterator[None]:
     """The examples set torch's thread count (``--threads``); leave it as it was."""
     threads = torch.get_num_threads()
     yield

@@ -171,12 +171,14 @@ def _rows(batch: dict[str, Any], result: Any) -> list[dict[str, Any]]:
     """One row per clip: image-space keypoints ``[K, 3]`` (x, y, score), spread, metadata."""
     meta = {k: batch[k] for k in ("inverse_affine", "joint_order") if k in batch}
     scores = result.scores.float().cpu() * batch["score"].float().view(-1, 1)
-    kp = torch.cat([result.keypoints.float().cpu(), scores.unsqueeze(-1)], dim=-1)
-    kp_image = crop_to_image(kp, meta).numpy()
-    spread = crop_to_image(
-        torch.cat([result.keypoints.float().cpu(), result.spread.float().cpu()[..., None]], -1),
-        meta,
-    )[..., 2].numpy()
+    # One mapping back to the image: the score and the spread travel as extra columns.
+    columns = [
+        result.keypoints.float().cpu(),
+        scores[..., None],
+        result.spread.float().cpu()[..., None],
+    ]
+    mapped = crop_to_image(torch.cat(columns, dim=-1), meta).numpy()
+    kp_image, spread = mapped[..., :3], mapped[..., 3]
     # Spread is in crop pixels; report it in image pixels with the crop's scale.
     pixel = np.abs(np.linalg.det(batch["inverse_affine"].double().numpy()[:, :, :2])) ** 0.5
     gt = None

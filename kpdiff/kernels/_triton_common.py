@@ -12,7 +12,16 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["add", "argmax_first", "launch_kwargs", "maximum", "next_pow2", "sigmoid"]
+__all__ = [
+    "add",
+    "argmax_first",
+    "dense_pixels",
+    "launch_kwargs",
+    "maximum",
+    "next_pow2",
+    "pixel_offsets",
+    "sigmoid",
+]
 
 
 @triton.jit
@@ -38,6 +47,26 @@ def argmax_first(v1, i1, v2, i2):
 def sigmoid(x):
     """``1 / (1 + e^−x)`` in float32 (0 at −inf, 1 at +inf)."""
     return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def pixel_offsets(s, W, sh, sw, DENSE: tl.constexpr):
+    """Element offsets of flat pixel indices ``s`` (row-major over ``[h, W]``) in one map.
+
+    With ``DENSE`` the offset is ``s`` itself: the compiler can then see runs of consecutive
+    addresses and emit 128-bit loads, which ``(s // W)·sh + (s % W)·sw`` hides unless ``W`` is a
+    multiple of 16.
+    """
+    if DENSE:
+        return s
+    return (s // W) * sh + (s % W) * sw
+
+
+def dense_pixels(t: torch.Tensor) -> bool:
+    """Whether each map of ``t [..., h, w]`` holds its ``h·w`` pixels consecutively (any outer
+    strides), so that :func:`pixel_offsets` may take its ``DENSE`` path."""
+    h, w = t.shape[-2], t.shape[-1]
+    return (w == 1 or t.stride(-1) == 1) and (h == 1 or t.stride(-2) == w)
 
 
 def next_pow2(n: int) -> int:

@@ -12,7 +12,13 @@ import torch
 import triton
 import triton.language as tl
 
-from kpdiff.kernels._triton_common import argmax_first, launch_kwargs, next_pow2
+from kpdiff.kernels._triton_common import (
+    argmax_first,
+    dense_pixels,
+    launch_kwargs,
+    next_pow2,
+    pixel_offsets,
+)
 
 __all__ = ["decode_heatmaps_triton"]
 
@@ -26,7 +32,7 @@ def _sign(x):
 def _decode_kernel(
     hm_ptr, kp_ptr, mv_ptr,
     K, H, W, sb, sk, sh, sw, stride,
-    QUARTER: tl.constexpr, BLOCK: tl.constexpr,
+    QUARTER: tl.constexpr, DENSE: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     row = tl.program_id(0)  # b·K + k
     base = hm_ptr + (row // K).to(tl.int64) * sb + (row % K) * sk
@@ -35,7 +41,9 @@ def _decode_kernel(
     best_i = tl.full([], 0, tl.int32)
     for start in range(0, H * W, BLOCK):
         s = start + offs
-        val = tl.load(base + (s // W) * sh + (s % W) * sw, mask=s < H * W, other=float("-inf"))
+        val = tl.load(
+            base + pixel_offsets(s, W, sh, sw, DENSE), mask=s < H * W, other=float("-inf")
+        )
         cm, ci = tl.reduce((val.to(tl.float32), s), 0, argmax_first)
         better = cm > best  # strict: an equal value in a later chunk never wins
         best_i = tl.where(better, ci, best_i)
@@ -74,7 +82,7 @@ def decode_heatmaps_triton(
     block = _block(h * w, heatmaps.device)
     _decode_kernel[(b * k,)](
         heatmaps, keypoints, maxvals, k, h, w, *heatmaps.stride(), float(stride),
-        QUARTER=refine == "quarter", BLOCK=block,
+        QUARTER=refine == "quarter", DENSE=dense_pixels(heatmaps), BLOCK=block,
         **launch_kwargs(heatmaps.device, num_warps=8 if block >= 2048 else 4),
     )  # fmt: skip
     return keypoints, maxvals

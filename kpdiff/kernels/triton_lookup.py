@@ -4,7 +4,10 @@ Meaning: :func:`kpdiff.kernels.reference.lookup_concat_reference`. One program o
 ``BLOCK_S`` pixels of one sample and walks the channels in ``BLOCK_C`` chunks: it reads x̄ once
 (the max), 𝔽 once, and writes both halves of the output, so neither ``A`` nor ``A ⊙ 𝔽`` is
 ever materialised. The backward recomputes ``A`` (and the argmax) instead of saving them.
-Inputs may have any strides; outputs are contiguous.
+Inputs may have any strides; outputs are contiguous. When an input's pixels are dense (``h·w``
+consecutive elements per channel, as in NCHW, whatever its channel and batch strides) its
+address is ``base + pixel``, which the compiler can see is contiguous and turn into 128-bit
+loads; other layouts go through ``row·stride_h + col·stride_w`` and load element by element.
 """
 
 from __future__ import annotations
@@ -16,7 +19,15 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-from kpdiff.kernels._triton_common import add, launch_kwargs, maximum, next_pow2, sigmoid
+from kpdiff.kernels._triton_common import (
+    add,
+    dense_pixels,
+    launch_kwargs,
+    maximum,
+    next_pow2,
+    pixel_offsets,
+    sigmoid,
+)
 
 __all__ = ["LookupConcat", "lookup_concat_backward", "lookup_concat_forward"]
 
@@ -26,15 +37,15 @@ def _lookup_fwd_kernel(
     x_ptr, f_ptr, out_ptr,
     CX, C, HW, W, n_sblocks,
     sxb, sxc, sxh, sxw, sfb, sfc, sfh, sfw,
+    X_DENSE: tl.constexpr, F_DENSE: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     b = (pid // n_sblocks).to(tl.int64)
     s = (pid % n_sblocks) * BLOCK_S + tl.arange(0, BLOCK_S)
     smask = s < HW
-    hh, ww = s // W, s % W
-    x_base = x_ptr + b * sxb + (hh * sxh + ww * sxw)[None, :]
-    f_base = f_ptr + b * sfb + (hh * sfh + ww * sfw)[None, :]
+    x_base = x_ptr + b * sxb + pixel_offsets(s, W, sxh, sxw, X_DENSE)[None, :]
+    f_base = f_ptr + b * sfb + pixel_offsets(s, W, sfh, sfw, F_DENSE)[None, :]
     cr = tl.arange(0, BLOCK_C)
 
     m = tl.full([BLOCK_S], float("-inf"), tl.float32)  # max_c x̄
@@ -61,16 +72,16 @@ def _lookup_bwd_kernel(
     CX, C, HW, W, n_sblocks,
     sxb, sxc, sxh, sxw, sfb, sfc, sfh, sfw, sgb, sgc, sgh, sgw,
     NEED_X: tl.constexpr, NEED_F: tl.constexpr,
+    X_DENSE: tl.constexpr, F_DENSE: tl.constexpr, G_DENSE: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     b = (pid // n_sblocks).to(tl.int64)
     s = (pid % n_sblocks) * BLOCK_S + tl.arange(0, BLOCK_S)
     smask = s < HW
-    hh, ww = s // W, s % W
-    x_base = x_ptr + b * sxb + (hh * sxh + ww * sxw)[None, :]
-    f_base = f_ptr + b * sfb + (hh * sfh + ww * sfw)[None, :]
-    g_base = g_ptr + b * sgb + (hh * sgh + ww * sgw)[None, :]
+    x_base = x_ptr + b * sxb + pixel_offsets(s, W, sxh, sxw, X_DENSE)[None, :]
+    f_base = f_ptr + b * sfb + pixel_offsets(s, W, sfh, sfw, F_DENSE)[None, :]
+    g_base = g_ptr + b * sgb + pixel_offsets(s, W, sgh, sgw, G_DENSE)[None, :]
     cr = tl.arange(0, BLOCK_C)
 
     # max_c x̄ and how many channels reach it (amax's backward splits the gradient among ties)
@@ -143,6 +154,7 @@ def lookup_concat_forward(xbar: torch.Tensor, feat: torch.Tensor) -> torch.Tenso
     _lookup_fwd_kernel[(b * n_sblocks,)](
         xbar, feat, out, cx, c, h * w, w, n_sblocks,
         *_spatial_strides(xbar), *_spatial_strides(feat),
+        X_DENSE=dense_pixels(xbar), F_DENSE=dense_pixels(feat),
         BLOCK_C=block_c, BLOCK_S=block_s, **launch_kwargs(feat.device),
     )  # fmt: skip
     return out
@@ -179,7 +191,8 @@ def lookup_concat_backward(
         xbar, feat, grad_out, gx if need_x else xbar, gf if need_f else feat,
         cx, c, h * w, w, n_sblocks,
         *_spatial_strides(xbar), *_spatial_strides(feat), *_spatial_strides(grad_out),
-        NEED_X=need_x, NEED_F=need_f, BLOCK_C=block_c, BLOCK_S=block_s,
+        NEED_X=need_x, NEED_F=need_f, X_DENSE=dense_pixels(xbar), F_DENSE=dense_pixels(feat),
+        G_DENSE=dense_pixels(grad_out), BLOCK_C=block_c, BLOCK_S=block_s,
         **launch_kwargs(feat.device),
     )  # fmt: skip
     return gx, gf

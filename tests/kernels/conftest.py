@@ -51,7 +51,8 @@ def make_tensor(
 
     ``"contiguous"``; ``"channels_last"`` (4-D only, else contiguous); ``"transposed"`` (the
     last two dims swapped in memory); ``"sliced"`` (every other element of a bigger tensor in
-    dims 1 and -1, offset by one in dim -2 when 3-D+).
+    dims 1 and -1, offset by one in dim -2 when 3-D+); ``"channel_sliced"`` (every other
+    slice of dim 1 only, so each map stays dense but the channel stride is not ``h·w``).
     """
     g = torch.Generator().manual_seed(seed)
 
@@ -62,6 +63,8 @@ def make_tensor(
         return randn(shape).contiguous(memory_format=torch.channels_last)
     if layout == "transposed" and len(shape) >= 2:
         return randn((*shape[:-2], shape[-1], shape[-2])).transpose(-1, -2)
+    if layout == "channel_sliced" and len(shape) >= 2:
+        return randn((shape[0], 2 * shape[1], *shape[2:]))[:, 1::2]
     if layout == "sliced" and len(shape) >= 2:
         big = list(shape)
         big[1] *= 2

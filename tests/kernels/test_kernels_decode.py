@@ -15,7 +15,7 @@ from kpdiff.kernels.reference import decode_heatmaps_reference
 
 triton_decode = pytest.importorskip("kpdiff.kernels.triton_decode")
 
-LAYOUTS = st.sampled_from(["contiguous", "channels_last", "transposed", "sliced"])
+LAYOUTS = st.sampled_from(["contiguous", "channel_sliced", "channels_last", "transposed", "sliced"])
 SEEDS = st.integers(0, 2**16)
 SHAPES = st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(1, 13), st.integers(1, 11))
 STRIDES = st.sampled_from([4.0, 1.0, 3.0, 2.5])

@@ -15,7 +15,7 @@ from kpdiff.kernels.reference import lookup_concat_reference
 
 triton_lookup = pytest.importorskip("kpdiff.kernels.triton_lookup")
 
-LAYOUTS = st.sampled_from(["contiguous", "channels_last", "transposed", "sliced"])
+LAYOUTS = st.sampled_from(["contiguous", "channel_sliced", "channels_last", "transposed", "sliced"])
 SEEDS = st.integers(0, 2**16)
 SHAPES = st.tuples(  # B, Cx, C, h, w: odd sizes, single channels and pixels included
     st.integers(1, 3), st.integers(1, 40), st.integers(1, 40), st.integers(1, 9), st.integers(1, 9)
@@ -119,3 +119,22 @@ def test_no_grad_output_is_plain_tensor(device, make):
     with torch.no_grad():
         out = lookup_concat(xbar, make((1, 2, 3, 3), seed=1))
     assert out.grad_fn is None
+
+
+@pytest.mark.parametrize(
+    ("layout", "shape", "dense"),
+    [
+        ("contiguous", (2, 3, 5, 7), True),
+        ("channel_sliced", (2, 3, 5, 7), True),
+        ("channels_last", (2, 3, 5, 7), False),
+        ("transposed", (2, 3, 5, 7), False),
+        ("sliced", (2, 3, 5, 7), False),
+        ("transposed", (2, 3, 1, 7), True),  # one row: its stride never matters
+        ("channels_last", (2, 1, 5, 7), True),  # one channel: the same memory as NCHW
+        ("channels_last", (2, 3, 5, 1), False),  # one column, but rows C apart
+    ],
+)
+def test_dense_pixels_tells_which_maps_take_the_flat_address_path(make, layout, shape, dense):
+    from kpdiff.kernels._triton_common import dense_pixels
+
+    assert dense_pixels(make(shape, layout)) is dense

@@ -4,20 +4,21 @@
     python benchmarks/kernels/run.py --quick          # one shape per kernel
     python benchmarks/kernels/run.py --json out.json  # also save the rows
 
-Shapes: N = 10 hypotheses × batch 32 = 320 samples, K = 17 joints, 64×48 heatmaps; the lookup at
-decoder widths 64/128/256 (and the default model's 192/64/32) at 16×12, 32×24 and 64×48. Each
-row gives the median time (``triton.testing.do_bench``, L2 flushed between runs), the speed-up
-of the Triton kernel and its achieved bandwidth against the card's peak (the bytes a perfect
-kernel must move: every input read once, every output written once). Last, the whole
-``DiffPose.predict`` with and without the kernels, when ``kpdiff.diffpose`` exists.
+The cases and shapes are in ``kernel_cases.py`` (N = 10 hypotheses × batch 32 = 320 samples,
+K = 17 joints, 64×48 heatmaps, the decoder's channel widths). Each row gives the median time
+(``triton.testing.do_bench``, L2 flushed between runs) of the torch reference eager, compiled,
+and the Triton kernel, the kernel's speed-ups and its achieved bandwidth against the card's peak
+(the bytes a perfect kernel must move: every input read once, every output written once). Last,
+the whole ``DiffPose.predict`` with and without the kernels.
 
-Needs a CUDA GPU; without one it says so and exits 0.
+Needs a CUDA GPU; without one it says so and exits 0 (``compile_check.py`` is what can be
+checked without a GPU).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +26,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from kernel_cases import DTYPES, Case, all_cases
+
+from kpdiff.io import write_json_atomic
 
 # Peak DRAM bandwidth in GB/s by device-name fragment, most specific first (vendor data sheets).
 PEAK_GBPS = [
@@ -39,7 +43,6 @@ PEAK_GBPS = [
     ("A10G", 600.0),
     ("RTX 4090", 1008.0),
 ]
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -82,98 +85,18 @@ def bench(fn: Callable[[], Any], grad_to_none: list[torch.Tensor] | None = None)
         return float("nan")
 
 
-def three_ways(
-    name: str, shape: str, dtype: str, gbytes: float, ref: Callable, fused: Callable, *args: Any
-) -> Row:
-    """Time ``ref(*args)`` eager and compiled, and ``fused(*args)``."""
-    compiled = torch.compile(ref, dynamic=False)
+def time_case(case: Case) -> Row:
+    """Time the case's reference eager and compiled, and its fused path, on the same inputs."""
+    args = case.make(torch.device("cuda"))
+    grads = [a for a in args if a.requires_grad] or None
+    compiled = torch.compile(case.reference, dynamic=False)
     return Row(
-        name, shape, dtype,
-        bench(lambda: ref(*args)), bench(lambda: compiled(*args)), bench(lambda: fused(*args)),
-        gbytes,
+        case.kernel, case.shape, case.dtype,
+        bench(lambda: case.reference(*args), grads),
+        bench(lambda: compiled(*args), grads),
+        bench(lambda: case.fused(*args), grads),
+        case.ideal_bytes / 1e9,
     )  # fmt: skip
-
-
-def lookup_rows(dtype: str, quick: bool) -> list[Row]:
-    from kpdiff.kernels.reference import lookup_concat_reference as ref
-    from kpdiff.kernels.triton_lookup import LookupConcat, lookup_concat_forward
-
-    dt, es = DTYPES[dtype], DTYPES[dtype].itemsize
-    sizes = [(16, 12), (32, 24), (64, 48)]
-    configs = [(c, hw) for c in (64, 128, 256) for hw in sizes]
-    configs += [(192, (16, 12)), (64, (32, 24)), (32, (64, 48))]  # the default model's widths
-    if quick:
-        configs = [(256, (16, 12))]
-    rows = []
-    for c, (h, w) in configs:
-        x = torch.randn(320, c, h, w, device="cuda", dtype=dt)
-        f = torch.randn(320, c, h, w, device="cuda", dtype=dt)
-        gb = es * 320 * h * w * (c + c + 2 * c) / 1e9
-        rows.append(three_ways("lookup fwd", f"320×{c}×{h}×{w}", dtype, gb, ref,
-                               lookup_concat_forward, x, f))  # fmt: skip
-        # training: batch 32, forward + backward
-        x = torch.randn(32, c, h, w, device="cuda", dtype=dt, requires_grad=True)
-        f = torch.randn(32, c, h, w, device="cuda", dtype=dt, requires_grad=True)
-        g = torch.randn(32, 2 * c, h, w, device="cuda", dtype=dt)
-        gb = es * 32 * h * w * ((c + c + 2 * c) + (c + c + 2 * c + c + c)) / 1e9
-        compiled = torch.compile(ref, dynamic=False)
-        rows.append(Row(
-            "lookup fwd+bwd", f"32×{c}×{h}×{w}", dtype,
-            bench(lambda: ref(x, f).backward(g), [x, f]),  # noqa: B023
-            bench(lambda: compiled(x, f).backward(g), [x, f]),  # noqa: B023
-            bench(lambda: LookupConcat.apply(x, f).backward(g), [x, f]),  # noqa: B023
-            gb,
-        ))  # fmt: skip
-    return rows
-
-
-def ddim_rows(dtype: str, quick: bool) -> list[Row]:
-    from kpdiff.kernels.reference import ddim_step_reference as ref
-    from kpdiff.kernels.triton_ddim import ddim_step_triton
-
-    dt, es = DTYPES[dtype], DTYPES[dtype].itemsize
-    shape = (320, 17, 64, 48)
-    x, x0, z = (torch.randn(shape, device="cuda", dtype=dt) for _ in range(3))
-    n = x.numel()
-    rows = []
-    for eta in (0.0,) if quick else (0.0, 1.0):
-        noise = z if eta > 0 else None
-        gb = es * n * (4 if eta > 0 else 3) / 1e9
-
-        def run(fn: Callable, eta: float = eta, noise: torch.Tensor | None = noise) -> Callable:
-            return lambda a, b: fn(a, b, 0.3, 0.6, eta=eta, clip_range=2.0, noise=noise)
-
-        rows.append(three_ways(f"ddim η={eta:g}", "320×17×64×48", dtype, gb, run(ref),
-                               run(ddim_step_triton), x, x0))  # fmt: skip
-    return rows
-
-
-def render_rows(quick: bool) -> list[Row]:
-    from kpdiff.kernels.reference import render_heatmaps_reference as ref
-    from kpdiff.kernels.triton_render import render_heatmaps_triton
-
-    rows = []
-    for b in (32,) if quick else (32, 320):
-        kp = torch.rand(b, 17, 2, device="cuda") * torch.tensor([192.0, 256.0], device="cuda")
-        vis = torch.ones(b, 17, device="cuda")
-        gb = 4 * b * 17 * 64 * 48 / 1e9
-        rows.append(three_ways("render", f"{b}×17×64×48", "fp32", gb, ref,
-                               render_heatmaps_triton, kp, vis))  # fmt: skip
-    return rows
-
-
-def decode_rows(dtype: str, quick: bool) -> list[Row]:
-    from kpdiff.kernels.reference import decode_heatmaps_reference as ref
-    from kpdiff.kernels.triton_decode import decode_heatmaps_triton
-
-    dt, es = DTYPES[dtype], DTYPES[dtype].itemsize
-    rows = []
-    for b in (320,) if quick else (32, 320):
-        hm = torch.rand(b, 17, 64, 48, device="cuda", dtype=dt)
-        gb = es * hm.numel() / 1e9
-        rows.append(three_ways("decode", f"{b}×17×64×48", dtype, gb, ref,
-                               decode_heatmaps_triton, hm))  # fmt: skip
-    return rows
 
 
 def predict_rows(dtypes: list[str]) -> list[str]:
@@ -252,7 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if not torch.cuda.is_available():
-        print("benchmarks/kernels/run.py needs a CUDA GPU and none is available: nothing measured.")
+        print(
+            "benchmarks/kernels/run.py needs a CUDA GPU and none is available: nothing measured. "
+            "benchmarks/kernels/compile_check.py compiles the kernels for a GPU without one."
+        )
         return 0
     try:
         import triton
@@ -264,20 +190,19 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name()
     print(f"# {name}, peak {peak:.0f} GB/s ({source}), torch {torch.__version__}, "
           f"triton {triton.__version__}\n")  # fmt: skip
-    rows: list[Row] = []
-    for dtype in args.dtype:
-        rows += lookup_rows(dtype, args.quick)
-        rows += ddim_rows(dtype, args.quick)
-        rows += decode_rows(dtype, args.quick)
-    rows += render_rows(args.quick)
+    rows = [time_case(case) for case in all_cases(args.dtype, args.quick)]
     print(table(rows, peak))
     extra = [] if args.no_predict else predict_rows(args.dtype)
     if extra:
         print("\n" + "\n".join(extra))
     if args.json:
-        with open(args.json, "w") as fh:
-            payload = {"device": name, "peak_gbps": peak, "rows": [asdict(r) for r in rows]}
-            json.dump(payload | {"predict": extra}, fh, indent=2)
+        rows_json = [  # NaN (a failed variant) is not JSON: write null
+            {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(r).items()}
+            for r in rows
+        ]
+        peak_json = None if math.isnan(peak) else peak
+        payload = {"device": name, "peak_gbps": peak_json, "rows": rows_json, "predict": extra}
+        write_json_atomic(payload, args.json)
     return 0
 
 

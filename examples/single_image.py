@@ -2,8 +2,8 @@
 
 With ``delta=0`` every clip is one frame (T = 1): the spatio-temporal layers attend over the key
 frame's tokens only, and the model is an image pose estimator whose decoder is a diffusion
-model. The backbone is any timm ViT-style model with patch 16 (here DeiT-Tiny, cut to 3 blocks
-so that it trains on a CPU). The script
+model. The backbone is a timm ViT with patch 16 or any timm model with a stride-16 stage, such
+as a CNN (here DeiT-Tiny, cut to 3 blocks so that it trains on a CPU). The script
 
 1. trains the model briefly on the synthetic PoseTrack-layout set with kpdiff's training engine
    (the same code as ``kpdiff train``);
@@ -43,7 +43,7 @@ from kpdiff.data import (
 from kpdiff.engine import ExperimentConfig, evaluate_model, train
 from kpdiff.engine.data import prepare_datasets
 
-BACKBONE = "deit_tiny_patch16_224"  # any timm ViT-style name with patch 16 (see the tutorial)
+BACKBONE = "deit_tiny_patch16_224"  # a ViT with patch 16; CNNs too, see the tutorial
 
 
 def experiment(out: Path, *, quick: bool, threads: int = 1) -> ExperimentConfig:

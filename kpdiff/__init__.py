@@ -7,7 +7,13 @@ from kpdiff.codecs import GaussianHeatmapCodec, SignalRange, flip_heatmaps, flip
 from kpdiff.decoder import PoseDecoder, StepRescale, timestep_embedding
 from kpdiff.diffpose import PRESETS, DiffPose, DiffPoseConfig
 from kpdiff.diffusion import Denoiser, HeatmapDiffusion, default_scheduler
-from kpdiff.encoder import SpatioTemporalEncoder, load_backbone_state_dict, load_backbone_weights
+from kpdiff.encoder import (
+    Backbone,
+    SpatioTemporalEncoder,
+    build_backbone,
+    load_backbone_state_dict,
+    load_backbone_weights,
+)
 from kpdiff.errors import KpdiffError, KpdiffInputError
 from kpdiff.lookup import (
     ConvMixer,
@@ -23,6 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PRESETS",
+    "Backbone",
     "ConvMixer",
     "Denoiser",
     "DiffPose",
@@ -43,6 +50,7 @@ __all__ = [
     "StepRescale",
     "TokenMixer",
     "__version__",
+    "build_backbone",
     "default_scheduler",
     "flip_heatmaps",
     "flip_keypoints",

@@ -38,7 +38,9 @@ class DiffPoseConfig:
 
     Args:
         num_keypoints: K. Default ``17`` (PoseTrack).
-        backbone: timm model name (ViT-style, patch 16). Default ``"vit_base_patch16_224"``.
+        backbone: timm model name: a ViT with patch 16 (its tokens), or any model with a
+            stride-16 stage, e.g. ``"hrnet_w32"`` (see :func:`~kpdiff.build_backbone`).
+            Default ``"vit_base_patch16_224"``.
         backbone_kwargs: extra ``timm.create_model`` arguments. Default ``{}``.
         input_size: ``(H, W)`` of the crops, multiples of 16; heatmaps are ``(H/4, W/4)``.
             Default ``(256, 192)``.

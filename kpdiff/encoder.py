@@ -2,15 +2,18 @@
 
 A clip of T = 2δ+1 frames centred on the key frame becomes one feature map 𝔽 [B, C, H/16, W/16]:
 
-    frames ──► timm ViT (all B·T frames as ONE batch) ──► patch tokens [B·T, C_b, h, w]
+    frames ──► timm backbone (all B·T frames as ONE batch) ──► features [B·T, C_b, h, w]
            ──► patch embedding (linear C_b → C) ──► concat the T frames' tokens [B, T·h·w, C]
            ──► + learnable spatio-temporal position embedding
            ──► L pre-LN Transformer layers (every token attends to every frame)
            ──► LN ──► MLP over the T frames of each location [B, h·w, T·C] → [B, h·w, C] ──► 𝔽
 
-With δ = 0 (one frame) the same code runs with T = 1: the layers attend over the key frame's
-tokens only and the frame MLP maps C → C. The backbone's weights come from a local file (timm,
-MAE or ViTPose layout), never from a hub: see :func:`load_backbone_weights`.
+The backbone is a plain ViT (patch 16: its tokens are the features, as in DiffPose) or any
+timm model with a stage of stride 16 (ResNet, HRNet, ConvNeXt, EfficientNet, Swin…: read
+through ``forward_intermediates`` and cut after that stage). With δ = 0 (one frame) the same
+code runs with T = 1: the layers attend over the key frame's tokens only and the frame MLP
+maps C → C. The backbone's weights come from a local file (timm, MAE or ViTPose layout),
+never from a hub: see :func:`load_backbone_weights`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import timm
 import torch
@@ -30,17 +33,25 @@ from torch.utils.checkpoint import checkpoint
 
 from kpdiff.errors import KpdiffInputError
 
-__all__ = ["SpatioTemporalEncoder", "load_backbone_state_dict", "load_backbone_weights"]
+__all__ = [
+    "Backbone",
+    "SpatioTemporalEncoder",
+    "build_backbone",
+    "load_backbone_state_dict",
+    "load_backbone_weights",
+]
 
 PATCH_STRIDE = 16  # 𝔽 is at 1/16 of the input; the decoder's pyramid (×1/×2/×4) relies on it
 
 
 class SpatioTemporalEncoder(nn.Module):
-    """Per-frame ViT features fused over space and time into the condition 𝔽.
+    """Per-frame backbone features fused over space and time into the condition 𝔽.
 
     Args:
-        backbone: any timm ViT-style model name (patch 16). Default ``"vit_base_patch16_224"``
-            (built at ``input_size``; the 224 in the name is only timm's default size).
+        backbone: a timm model name: a ViT-style model with patch 16 (built at ``input_size``;
+            the 224 in a name is only timm's default size), or a CNN with a stride-16 stage
+            (e.g. ``"resnet50"``, ``"hrnet_w32"``, ``"convnext_tiny"``), whose features at
+            that stage are used. Default ``"vit_base_patch16_224"``.
         input_size: ``(H, W)`` of each frame. Default ``(256, 192)``.
         delta: δ, frames on each side of the key frame; T = 2δ + 1. Default ``2``.
         dim: C, the width of the tokens and of 𝔽. Default ``256``.
@@ -54,6 +65,10 @@ class SpatioTemporalEncoder(nn.Module):
         freeze_backbone: keep the backbone fixed (no gradients, eval mode). Default ``False``.
         gradient_checkpointing: recompute activations in the backward pass of the backbone and
             the spatio-temporal layers to save memory. Default ``False``.
+
+    Attributes:
+        backbone_stage: the index of the timm stage whose features are used, ``None`` for a
+            ViT's last tokens (see :func:`build_backbone`).
 
     Shapes:
         ``clips [B, T, 3, H, W] → 𝔽 [B, C, H/16, W/16]``.
@@ -90,17 +105,9 @@ class SpatioTemporalEncoder(nn.Module):
         self.feature_size = (h_in // PATCH_STRIDE, w_in // PATCH_STRIDE)
         self.dim = dim
 
-        self.backbone = timm.create_model(
-            backbone, pretrained=False, img_size=self.input_size, num_classes=0,
-            **dict(backbone_kwargs or {}),
-        )  # fmt: skip
-        grid = tuple(getattr(getattr(self.backbone, "patch_embed", None), "grid_size", ()))
-        if grid and grid != self.feature_size:
-            raise KpdiffInputError(
-                f"backbone: {backbone!r} gives a {grid} token grid at input {self.input_size}; "
-                f"kpdiff needs stride {PATCH_STRIDE}, i.e. {self.feature_size}"
-            )
-        backbone_dim = int(self.backbone.num_features)
+        self.backbone, backbone_dim, self.backbone_stage = build_backbone(
+            backbone, self.input_size, backbone_kwargs
+        )
         if backbone_weights is not None:
             load_backbone_weights(self.backbone, backbone_weights)
 
@@ -137,8 +144,8 @@ class SpatioTemporalEncoder(nn.Module):
 
     def load_backbone(self, path: str | Path) -> None:
         """Load a local timm / MAE / ViTPose state dict into the backbone (see
-        :func:`load_backbone_weights`)."""
-        load_backbone_weights(self.backbone, path)
+        :func:`load_backbone_weights`; a CNN cut at stride 16 ignores the later stages)."""
+        load_backbone_weights(self.backbone, path, partial=self.backbone_stage is not None)
 
     def check_clips(self, clips: torch.Tensor, name: str = "clips") -> None:
         """Raise :class:`KpdiffInputError` unless ``clips`` is ``[B, T, 3, H, W]`` as configured."""
@@ -164,17 +171,29 @@ class SpatioTemporalEncoder(nn.Module):
             frames: ``[N, 3, H, W]`` (any N, e.g. B·T frames of B clips as one batch).
 
         Returns:
-            ``[N, C_b, H/16, W/16]``: the backbone's last (normed) tokens, prefix and class
-            tokens dropped.
+            ``[N, C_b, H/16, W/16]``: a ViT's last (normed) tokens, prefix and class tokens
+            dropped, or a CNN's stride-16 feature map.
         """
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
-            x = self.backbone.forward_features(frames)
+            if self.backbone_stage is None:
+                x = self.backbone.forward_features(frames)
+            else:  # [N, C_b, h, w], NCHW for every timm model
+                indices = [self.backbone_stage]
+                x = self.backbone.forward_intermediates(
+                    frames, indices=indices, intermediates_only=True
+                )[0]
         h, w = self.feature_size
         if x.dim() == 3:  # [N, prefix + h·w, C_b] tokens (ViT-style)
             x = x[:, getattr(self.backbone, "num_prefix_tokens", 0) :]
             return rearrange(x, "n (h w) c -> n c h w", h=h, w=w)
-        if x.dim() == 4 and x.shape[-1] == self.backbone.num_features:  # NHWC maps
+        nhwc = x.dim() == 4 and x.shape[-1] == self.backbone.num_features
+        if self.backbone_stage is None and nhwc:  # NHWC token maps
             x = x.permute(0, 3, 1, 2)
+        if tuple(x.shape[-2:]) != (h, w):
+            raise KpdiffInputError(
+                f"backbone: gave {tuple(x.shape[-2:])} features for {tuple(frames.shape[-2:])} "
+                f"frames; kpdiff needs stride {PATCH_STRIDE}, i.e. {(h, w)}"
+            )
         return x
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
@@ -198,6 +217,97 @@ class SpatioTemporalEncoder(nn.Module):
         x = rearrange(self.norm(x), "b (t n) c -> b n (t c)", t=t)  # each location's T frames
         x = self.aggregate(x)  # 𝔽 = MLP(LN(z^L)) over frames, [B, h·w, C]
         return rearrange(x, "b (h w) c -> b c h w", h=h, w=w)
+
+
+class Backbone(NamedTuple):
+    """What :func:`build_backbone` returns."""
+
+    module: nn.Module
+    channels: int  # C_b, the width of the stride-16 features
+    stage: int | None  # index into ``module.feature_info``; ``None``: a ViT, its last tokens
+
+
+def build_backbone(
+    name: str, input_size: tuple[int, int], kwargs: Mapping[str, Any] | None = None
+) -> Backbone:
+    """A timm backbone whose features have stride 16, with no pretrained weights.
+
+    A ViT-style model (it accepts ``img_size`` and has a patch-16 grid) is built at
+    ``input_size`` and used through its last tokens. Any other model (a CNN, Swin) is used
+    through its first stage of stride 16 (``forward_intermediates``): the later stages and the
+    head are removed (``prune_intermediate_layers``), and any parameter left that does not
+    reach those features is frozen, so that every trainable parameter gets a gradient.
+
+    Args:
+        name: timm model name.
+        input_size: ``(H, W)`` of the frames, multiples of 16.
+        kwargs: extra ``timm.create_model`` arguments. Default ``None``.
+
+    Raises:
+        KpdiffInputError: unknown name, or no stage of stride 16 (e.g. a patch-8 ViT).
+    """
+    kwargs = dict(kwargs or {})
+    grid = (input_size[0] // PATCH_STRIDE, input_size[1] // PATCH_STRIDE)
+    try:
+        try:
+            model = timm.create_model(
+                name, pretrained=False, num_classes=0, img_size=input_size, **kwargs
+            )
+        except TypeError as err:  # a CNN: its constructor takes no img_size
+            if "img_size" not in str(err):
+                raise
+            model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+    except RuntimeError as err:  # timm's "Unknown model"
+        raise KpdiffInputError(f"backbone: {err}") from err
+    own = tuple(getattr(getattr(model, "patch_embed", None), "grid_size", ()))
+    if own == grid:
+        return Backbone(model, int(model.num_features), None)
+    info = getattr(model, "feature_info", None)
+    reductions = [int(f["reduction"]) for f in info] if isinstance(info, list) else []
+    if PATCH_STRIDE not in reductions or not hasattr(model, "prune_intermediate_layers"):
+        found = f"its stages have strides {reductions}" if reductions else "no stages"
+        grid_note = f", and its tokens form a {own} grid, not {grid}" if own else ""
+        raise KpdiffInputError(
+            f"backbone: {name!r} has no features at stride {PATCH_STRIDE} that kpdiff can "
+            f"reach ({found}{grid_note})"
+        )
+    stage = reductions.index(PATCH_STRIDE)
+    model.prune_intermediate_layers([stage], prune_norm=True, prune_head=True)
+    _probe(model, name, stage, input_size, grid)
+    return Backbone(model, int(info[stage]["num_chs"]), stage)
+
+
+def _probe(
+    model: nn.Module, name: str, stage: int, input_size: tuple[int, int], grid: tuple[int, int]
+) -> None:
+    """Run one blank frame through a cut backbone, forward and backward.
+
+    A bad input size fails here, named. Parameters that do not reach the stride-16 features
+    (HRNet's fusions into its other branches) are frozen, so that they do not sit without
+    gradients (which DistributedDataParallel refuses).
+    """
+    model.eval()
+    try:
+        x = model.forward_intermediates(
+            torch.zeros(1, 3, *input_size), indices=[stage], intermediates_only=True
+        )[0]
+    except RuntimeError as err:  # e.g. HRNet's branches need sizes divisible by 32
+        raise KpdiffInputError(
+            f"backbone: {name!r} cannot run on {input_size[0]}×{input_size[1]} frames "
+            f"(input_size): {err}"
+        ) from err
+    finally:
+        model.train()
+    if tuple(x.shape[-2:]) != grid:
+        raise KpdiffInputError(
+            f"backbone: {name!r} gives {tuple(x.shape[-2:])} features at stride "
+            f"{PATCH_STRIDE} for {input_size} frames; kpdiff needs {grid}"
+        )
+    x.float().sum().backward()
+    for p in model.parameters():
+        if p.grad is None:
+            p.requires_grad_(False)
+        p.grad = None
 
 
 # ------------------------------------------------------------------------ backbone weights
@@ -243,7 +353,7 @@ def load_backbone_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(sd)
 
 
-def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
+def load_backbone_weights(backbone: nn.Module, path: str | Path, *, partial: bool = False) -> None:
     """Load a local checkpoint (see :func:`load_backbone_state_dict`) into a timm backbone.
 
     Classifier / MAE-decoder / pose-head keys the backbone does not have are ignored
@@ -252,11 +362,20 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     a class-token slot for a backbone without class token (ViTPose) has that slot folded into
     every patch position, as ViTPose itself does at run time.
 
+    Args:
+        backbone: the timm module to load into.
+        path: the checkpoint file.
+        partial: the backbone was cut after a stage (as :func:`build_backbone` cuts CNNs):
+            every key it has must be in the file, but the file's later stages and head are
+            ignored. Default ``False``.
+
     Raises:
         KpdiffInputError: listing every missing, unexpected and wrongly shaped key.
     """
     sd = load_backbone_state_dict(path)
     own = backbone.state_dict()
+    if partial:
+        sd = {k: v for k, v in sd.items() if k in own}
     sd = {k: v for k, v in sd.items() if k in own or not k.startswith(_HEAD_PREFIXES)}
     if "pos_embed" in sd and "pos_embed" in own and sd["pos_embed"].shape != own["pos_embed"].shape:
         sd["pos_embed"] = _adapt_pos_embed(sd["pos_embed"], backbone)

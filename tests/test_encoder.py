@@ -186,3 +186,60 @@ def test_unreadable_files(tmp_path):
     torch.save({"model": {"a": 1}}, tmp_path / "odd.pth")
     with pytest.raises(KpdiffInputError, match="state dict of tensors"):
         encoder(backbone_weights=tmp_path / "odd.pth")
+
+
+# ------------------------------------------------------------------------ CNN backbones
+
+CNNS = ["resnet18", "convnext_atto", "efficientnet_b0", "hrnet_w18_small"]
+
+
+@pytest.mark.parametrize("name", CNNS)
+def test_cnn_backbones_give_their_stride_16_stage(name):
+    size = (64, 32) if name.startswith("hrnet") else SIZE  # HRNet: multiples of 32
+    enc = encoder(backbone=name, backbone_kwargs={}, input_size=size)
+    assert enc.backbone_stage is not None
+    clips = torch.randn(2, 3, 3, *size)
+    out = enc(clips)
+    assert out.shape == (2, 32, size[0] // 16, size[1] // 16) and torch.isfinite(out).all()
+    out.square().mean().backward()
+    assert all(p.grad is not None for p in enc.backbone.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "convnext_atto"])  # convnext: flattened names
+def test_cnn_weights_from_a_full_timm_checkpoint(tmp_path, name):
+    """A classifier checkpoint loads into the cut backbone: features equal the full model's."""
+    full = timm.create_model(name, pretrained=False).eval()
+    with torch.no_grad():
+        for p in full.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # not timm's init, so a load is visible
+    path = tmp_path / f"{name}.pth"
+    torch.save({"state_dict": full.state_dict()}, path)
+    enc = encoder(backbone=name, backbone_kwargs={}).eval()
+    frames = torch.randn(2, 3, *SIZE)
+    assert not torch.allclose(enc.frame_features(frames), _stride16(full, frames))
+    enc.load_backbone(path)
+    torch.testing.assert_close(enc.frame_features(frames), _stride16(full, frames))
+
+
+def _stride16(model: torch.nn.Module, frames: torch.Tensor) -> torch.Tensor:
+    reductions = [f["reduction"] for f in model.feature_info]
+    with torch.no_grad():
+        return model.forward_intermediates(
+            frames, indices=[reductions.index(16)], intermediates_only=True
+        )[0]
+
+
+def test_cnn_checkpoint_missing_a_used_key_is_refused(tmp_path):
+    sd = timm.create_model("resnet18", pretrained=False).state_dict()
+    del sd["layer3.0.conv1.weight"]
+    del sd["layer4.0.conv1.weight"]  # past stride 16: not needed, not reported
+    torch.save(sd, tmp_path / "r18.pth")
+    with pytest.raises(KpdiffInputError, match=r"missing keys: layer3\.0\.conv1\.weight\n"):
+        encoder(backbone="resnet18", backbone_kwargs={}).load_backbone(tmp_path / "r18.pth")
+
+
+def test_unknown_backbone_and_unfit_sizes_are_named():
+    with pytest.raises(KpdiffInputError, match="not_a_model"):
+        encoder(backbone="not_a_model")
+    with pytest.raises(KpdiffInputError, match=r"'hrnet_w18_small' cannot run on 64×48 frames"):
+        encoder(backbone="hrnet_w18_small", backbone_kwargs={})

@@ -40,6 +40,7 @@ from kpdiff.data import (
     crop_to_image,
     read_detections,
 )
+from kpdiff.drawing import draw_poses
 from kpdiff.engine import ExperimentConfig, evaluate_model, train
 from kpdiff.engine.data import prepare_datasets
 
@@ -70,7 +71,7 @@ def predict_image(
     """Poses of the persons in ``boxes [P, 4]`` (xywh) on one image.
 
     Returns ``keypoints [P, K, 3]`` (x, y in image pixels, score) and ``spread [P, K]`` (the
-    ensemble's disagreement, crop pixels). A video model (δ > 0) gets the image repeated as its
+    ensemble's disagreement, image pixels). A video model (δ > 0) gets the image repeated as its
     clip: neighbours beyond a video's ends are clamped to it.
     """
     config = ClipConfig(delta=model.config.delta, input_size=model.config.input_size)
@@ -78,21 +79,8 @@ def predict_image(
     batch = default_collate([items[i] for i in range(len(items))])  # clip [P, 1, 3, 128, 96]
     result = model.predict(batch["clip"], generator=torch.Generator().manual_seed(seed))
     keypoints = torch.cat([result.keypoints, result.scores[..., None]], dim=-1)
-    return crop_to_image(keypoints, batch).numpy(), result.spread.numpy()
-
-
-def draw(image: np.ndarray, poses: np.ndarray, *, min_score: float = 0.2) -> np.ndarray:
-    """Skeletons of ``poses [P, K, 3]`` on a BGR image; joints under ``min_score`` left out."""
-    out = image.copy()
-    for pose in poses:
-        ok = pose[:, 2] >= min_score
-        for a, b in POSETRACK.skeleton:
-            if ok[a] and ok[b]:
-                pa, pb = (tuple(int(v) for v in pose[j, :2]) for j in (a, b))
-                cv2.line(out, pa, pb, (0, 200, 255), 2, cv2.LINE_AA)
-        for x, y, _ in pose[ok]:
-            cv2.circle(out, (int(x), int(y)), 3, (255, 255, 255), -1, cv2.LINE_AA)
-    return out
+    crop_pixel = np.abs(np.linalg.det(batch["inverse_affine"].double().numpy()[:, :, :2])) ** 0.5
+    return crop_to_image(keypoints, batch).numpy(), result.spread.numpy() * crop_pixel[:, None]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -168,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         poses, spread = predict_image(model, path, boxes)
         target = out / "images" / f"{path.parent.name}_{path.name}"
-        cv2.imwrite(str(target), draw(cv2.imread(str(path)), poses))
+        cv2.imwrite(str(target), draw_poses(cv2.imread(str(path)), poses, POSETRACK, spread=spread))
         print(
             f"{target}: {len(poses)} box(es), mean joint score "
             f"{poses[..., 2].mean():.2f}, mean spread {spread.mean():.2f} px"

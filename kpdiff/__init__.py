@@ -7,6 +7,7 @@ from kpdiff.codecs import GaussianHeatmapCodec, SignalRange, flip_heatmaps, flip
 from kpdiff.decoder import PoseDecoder, StepRescale, timestep_embedding
 from kpdiff.diffpose import PRESETS, DiffPose, DiffPoseConfig
 from kpdiff.diffusion import Denoiser, HeatmapDiffusion, default_scheduler
+from kpdiff.drawing import draw_poses
 from kpdiff.encoder import (
     Backbone,
     SpatioTemporalEncoder,
@@ -52,6 +53,7 @@ __all__ = [
     "__version__",
     "build_backbone",
     "default_scheduler",
+    "draw_poses",
     "flip_heatmaps",
     "flip_keypoints",
     "load_backbone_state_dict",

@@ -12,11 +12,12 @@ from kpdiff.engine.config import (
     load_config,
     save_config,
 )
-from kpdiff.engine.evaluate import SweepResult, evaluate_model
+from kpdiff.engine.evaluate import ClipPoseModel, SweepResult, evaluate_model
 from kpdiff.engine.predict import VideoPrediction, VideoPredictor, render_video
 from kpdiff.engine.train import TrainResult, train
 
 __all__ = [
+    "ClipPoseModel",
     "DataConfig",
     "EvalConfig",
     "ExperimentConfig",

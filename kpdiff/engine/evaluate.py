@@ -1,7 +1,8 @@
-"""Run a DiffPose model over a clip dataset and score it with the PoseTrack AP.
+"""Run a clip pose model over a clip dataset and score it with the PoseTrack AP.
 
-The encoder and the decoder's pyramid run once per batch of clips; every ``(N, steps)`` point of
-a sweep reuses them (:meth:`DiffPose.condition` → :meth:`DiffPose.predict` with ``cond``).
+The model is a DiffPose or any module that follows :class:`ClipPoseModel`. Its condition (for
+DiffPose: the encoder and the decoder's pyramid) runs once per batch of clips, and every
+``(N, steps)`` point of a sweep reuses it (``condition`` → ``predict(cond=…)``).
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ import copy
 import dataclasses
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -26,7 +27,35 @@ from kpdiff.data.structures import FrameAnnotation, PersonAnnotation, VideoAnnot
 from kpdiff.engine.distributed import DistInfo, all_gather_objects
 from kpdiff.metrics import PoseTrackAP, posetrack_ap
 
-__all__ = ["SweepResult", "evaluate_model", "predictions_to_videos"]
+__all__ = ["ClipPoseModel", "SweepResult", "evaluate_model", "predictions_to_videos"]
+
+
+@runtime_checkable
+class ClipPoseModel(Protocol):
+    """What :func:`evaluate_model` needs of a model: :class:`~kpdiff.DiffPose` is one.
+
+    An ``nn.Module`` (``parameters``, ``train``, ``eval``, ``training``) with:
+
+    - ``condition(clips [B, T, 3, H, W]) → cond``: everything that does not depend on the
+      noise, computed once per batch (any object ``predict`` understands);
+    - ``predict(*, cond, num_samples, steps, generator) → result`` where ``result`` has
+      ``keypoints [B, K, 2]`` (crop pixels), ``scores [B, K]`` and ``spread [B, K]`` (crop
+      pixels), like :class:`~kpdiff.EnsembleResult`.
+    """
+
+    training: bool
+
+    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
+    def eval(self) -> Any: ...
+
+    def condition(self, clips: torch.Tensor) -> Any: ...
+
+    def predict(
+        self, *, cond: Any, num_samples: int, steps: int, generator: torch.Generator | None
+    ) -> Any: ...
 
 
 @dataclass
@@ -64,7 +93,7 @@ def _fmt(value: float | None) -> str:
 
 @torch.no_grad()
 def evaluate_model(
-    model: Any,
+    model: ClipPoseModel,
     dataset: Dataset,
     gt_videos: Sequence[VideoAnnotation],
     *,
@@ -79,7 +108,8 @@ def evaluate_model(
     """Predict every clip of ``dataset`` for each ``(N, steps)`` and compute the PoseTrack AP.
 
     Args:
-        model: a ``DiffPose`` (unwrapped), in eval mode or not (it is switched to eval).
+        model: a :class:`ClipPoseModel`, e.g. a ``DiffPose`` (unwrapped from DDP), in eval
+            mode or not (it is switched to eval, then back).
         dataset: a ``TopDownClipDataset`` without augmentation (GT or detector boxes).
         gt_videos: the ground truth the predictions are scored against.
         sweep: the ``(N, steps)`` points. Default ``((10, 4),)``.

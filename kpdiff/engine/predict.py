@@ -29,6 +29,7 @@ from kpdiff.data.detections import image_key, read_detections
 from kpdiff.data.posetrack import write_posetrack18_predictions
 from kpdiff.data.schemas import KeypointSchema, get_schema
 from kpdiff.data.structures import FrameAnnotation, VideoAnnotation
+from kpdiff.drawing import draw_poses
 from kpdiff.engine.evaluate import _rows, predictions_to_videos
 from kpdiff.errors import KpdiffInputError
 from kpdiff.io import atomic_path, write_json_atomic
@@ -252,14 +253,21 @@ def render_video(
     by_frame: dict[int, list[dict[str, Any]]] = {}
     for p in prediction.persons:
         by_frame.setdefault(int(p["frame_index"]), []).append(p)
-    edges = prediction.schema.skeleton
     images = []
     for i, frame in enumerate(prediction.frames):
         image = cv2.imread(str(frame))
         if image is None:
             raise KpdiffInputError(f"video: cannot read frame {frame}")
-        for person in by_frame.get(i, []):
-            _draw_person(image, person, edges, min_score)
+        if persons := by_frame.get(i, []):
+            image = draw_poses(
+                image,
+                np.stack([p["keypoints"] for p in persons]),
+                prediction.schema,
+                spread=np.stack([p.get("spread", np.zeros(len(p["keypoints"]))) for p in persons]),
+                track_ids=[int(p.get("track_id", 0)) for p in persons],
+                min_score=min_score,
+                copy=False,
+            )
         scale = min(1.0, max_width / image.shape[1])
         if scale < 1.0:
             image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -282,27 +290,6 @@ def render_video(
                 writer.write(im)
             writer.release()
     return path
-
-
-_COLOURS = [(255, 128, 0), (0, 200, 255), (60, 220, 60), (230, 60, 230), (60, 60, 255)]
-
-
-def _draw_person(
-    image: np.ndarray, person: dict[str, Any], edges: Sequence[tuple[int, int]], min_score: float
-) -> None:
-    kp = np.asarray(person["keypoints"])
-    spread = np.asarray(person.get("spread", np.zeros(len(kp))))
-    colour = _COLOURS[hash(int(person.get("track_id", 0))) % len(_COLOURS)]
-    ok = kp[:, 2] >= min_score
-    thickness = max(1, image.shape[1] // 400)
-    for a, b in edges:
-        if ok[a] and ok[b]:
-            pa, pb = tuple(int(v) for v in kp[a, :2]), tuple(int(v) for v in kp[b, :2])
-            cv2.line(image, pa, pb, colour, thickness + 1, cv2.LINE_AA)
-    for j in np.flatnonzero(ok):
-        centre = tuple(int(v) for v in kp[j, :2])
-        radius = int(np.clip(2 + spread[j], 2, 30))
-        cv2.circle(image, centre, radius, (255, 255, 255), thickness, cv2.LINE_AA)
 
 
 def save_prediction_json(prediction: VideoPrediction, path: str | Path) -> Path:

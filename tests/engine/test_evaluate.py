@@ -13,7 +13,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from kpdiff.diffpose import DiffPose
-from kpdiff.engine.evaluate import _rows, evaluate_model, predictions_to_videos, write_predictions
+from kpdiff.engine.evaluate import (
+    ClipPoseModel,
+    _rows,
+    evaluate_model,
+    predictions_to_videos,
+    write_predictions,
+)
 from kpdiff.metrics import posetrack_ap
 
 SWEEP = [(1, 1), (2, 1), (1, 2), (2, 2)]
@@ -34,6 +40,7 @@ def keypoints(result, key) -> list[np.ndarray]:
 
 
 def test_sweep_gives_ap_for_every_point(model, tiny_datasets):
+    assert isinstance(model, ClipPoseModel)
     result = run(model, tiny_datasets)
     assert list(result.ap) == SWEEP and list(result.predictions) == SWEEP
     assert result.clips == 8 and result.seconds > 0
@@ -157,6 +164,7 @@ def test_a_perfect_model_scores_100_also_on_a_subset(tiny_datasets, max_clips):
     val = tiny_datasets.val
     subset = Subset(val, range(len(val))[:max_clips])
     oracle = Oracle(subset, batch_size=4)
+    assert isinstance(oracle, ClipPoseModel)  # not a DiffPose: the protocol is all it needs
     result = evaluate_model(
         oracle, val, tiny_datasets.val_videos, sweep=[(1, 1)], batch_size=4, max_clips=max_clips
     )

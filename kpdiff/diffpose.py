@@ -147,7 +147,6 @@ PRESETS: dict[str, DiffPoseConfig] = {
         mlp_ratio=2.0,
         decoder_dims=(64, 32, 16),
         decoder_heads=4,
-        sigma=1.5,
     ),
 }
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from kpdiff.codecs import GaussianHeatmapCodec
 from kpdiff.data.clips import ClipConfig, TopDownClipDataset
 from kpdiff.data.posetrack import read_posetrack
 from kpdiff.data.schemas import KeypointSchema, get_schema
@@ -76,17 +77,18 @@ def prepare_datasets(
         edge=config.data.edge,  # type: ignore[arg-type]
         min_box_score=config.data.min_box_score,
     )
-    train_set: Dataset = TopDownClipDataset([], schema=schema, config=clip_cfg)
+    # The targets are the model's: its heatmap size and σ (DiffPoseConfig.sigma).
+    codec = GaussianHeatmapCodec(model_cfg.heatmap_size, stride=4, sigma=model_cfg.sigma)
+    common = {"schema": schema, "config": clip_cfg, "codec": codec}
+    train_set: Dataset = TopDownClipDataset([], **common)
     if train:
         train_videos = read_posetrack(root, split=config.data.train_split, schema=schema)
         train_set = TopDownClipDataset.from_videos(
-            train_videos, root, schema=schema, config=clip_cfg, augment=config.data.augment
+            train_videos, root, augment=config.data.augment, **common
         )
     val_videos = read_posetrack(root, split=config.data.val_split, schema=schema)
     boxes = resolve_boxes(config.data.val_boxes, root)
-    val = TopDownClipDataset.from_videos(
-        val_videos, root, detections=boxes, schema=schema, config=clip_cfg
-    )
+    val = TopDownClipDataset.from_videos(val_videos, root, detections=boxes, **common)
     return Datasets(train=train_set, val=val, val_videos=val_videos, schema=schema)
 
 

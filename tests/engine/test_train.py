@@ -197,3 +197,20 @@ def test_epoch_sampler_shards_cover_the_permutation(world):
         list(EpochSampler(10, seed=0, epoch=4, skip=3))
         == list(EpochSampler(10, seed=0, epoch=4))[3:]
     )
+
+
+def test_training_targets_use_the_model_sigma(make_config):
+    """DiffPoseConfig.sigma is the σ of the targets the engine trains on."""
+    from kpdiff.codecs import GaussianHeatmapCodec
+    from kpdiff.engine.data import prepare_datasets
+
+    config = make_config()
+    config.model.overrides = {**config.model.overrides, "sigma": 3.0}
+    datasets = prepare_datasets(config)
+    item = datasets.val[0]  # no augmentation: the targets of the crop's keypoints
+    size = tuple(item["heatmaps"].shape[-2:])
+    for sigma, same in ((3.0, True), (2.0, False)):
+        want, _ = GaussianHeatmapCodec(size, stride=4, sigma=sigma).encode(
+            item["keypoints"][None, :, :2], item["weights"][None]
+        )
+        assert torch.equal(item["heatmaps"], want[0]) is same

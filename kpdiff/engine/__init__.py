@@ -14,7 +14,7 @@ from kpdiff.engine.config import (
 )
 from kpdiff.engine.evaluate import ClipPoseModel, SweepResult, evaluate_model
 from kpdiff.engine.predict import VideoPrediction, VideoPredictor, render_video
-from kpdiff.engine.train import TrainResult, train
+from kpdiff.engine.train import TrainablePoseModel, TrainResult, train
 
 __all__ = [
     "ClipPoseModel",
@@ -26,6 +26,7 @@ __all__ = [
     "RuntimeConfig",
     "SweepResult",
     "TrainResult",
+    "TrainablePoseModel",
     "VideoPrediction",
     "VideoPredictor",
     "apply_overrides",

@@ -2,12 +2,12 @@
 
 Layout of a run's output folder::
 
-    checkpoints/step-000120/   model.safetensors + config.json (DiffPose.save_pretrained),
+    checkpoints/step-000120/   model.safetensors (+ config.json for DiffPose; save_model),
                                training_state.pt (optimizer, lr schedule, counters, every
                                rank's RNG states),
                                experiment.yaml
     checkpoints/latest         the name of the newest complete checkpoint folder
-    best/                      the model with the best validation Mean AP (save_pretrained)
+    best/                      the model with the best validation Mean AP (save_model)
 
 A checkpoint folder is written under a temporary name and renamed when complete, and ``latest``
 is replaced atomically after it: a run killed at any moment leaves the previous checkpoint
@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from kpdiff.engine.config import (
     ExperimentConfig,
@@ -31,9 +32,15 @@ from kpdiff.engine.config import (
     write_text_atomic,
 )
 from kpdiff.errors import KpdiffInputError
-from kpdiff.io import current_umask
+from kpdiff.io import atomic_path, current_umask
 
-__all__ = ["get_rng_state", "latest_checkpoint", "load_training_state", "save_checkpoint"]
+__all__ = [
+    "get_rng_state",
+    "latest_checkpoint",
+    "load_training_state",
+    "save_checkpoint",
+    "save_model",
+]
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -73,7 +80,7 @@ def save_checkpoint(
 
     Args:
         output_dir: the run's output folder.
-        model: the (unwrapped) DiffPose model; must have ``save_pretrained``.
+        model: the (unwrapped) model, saved by :func:`save_model`.
         optimizer / scheduler: their ``state_dict`` is saved.
         config: the experiment, saved next to the weights.
         counters: ``{"step": …, "epoch": …, "batch_in_epoch": …, "best": …}``.
@@ -92,7 +99,7 @@ def save_checkpoint(
     final = root / f"step-{int(counters['step']):07d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
     try:
-        model.save_pretrained(tmp)
+        save_model(model, tmp)
         rng_states = rng_states or [get_rng_state()]
         state = {
             "optimizer": optimizer.state_dict(),
@@ -120,6 +127,23 @@ def save_checkpoint(
     for path in old[: max(0, len(old) - (keep - 1))]:
         shutil.rmtree(path, ignore_errors=True)
     return final
+
+
+def save_model(model: nn.Module, directory: str | Path) -> Path:
+    """``model.save_pretrained(directory)`` when the model has it (DiffPose: ``config.json`` +
+    ``model.safetensors``), else its state dict as ``directory/model.safetensors``; atomic."""
+    directory = Path(directory)
+    save_pretrained = getattr(model, "save_pretrained", None)
+    if callable(save_pretrained):
+        save_pretrained(directory)
+        return directory
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(directory / "model.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    return directory
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:

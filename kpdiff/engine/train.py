@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -29,6 +29,7 @@ from kpdiff.engine.checkpoint import (
     latest_checkpoint,
     load_training_state,
     save_checkpoint,
+    save_model,
     set_rng_state,
 )
 from kpdiff.engine.config import ExperimentConfig, save_config
@@ -40,11 +41,11 @@ from kpdiff.engine.distributed import (
     init_distributed,
     mean,
 )
-from kpdiff.engine.evaluate import evaluate_model
+from kpdiff.engine.evaluate import ClipPoseModel, evaluate_model
 from kpdiff.errors import KpdiffInputError
 from kpdiff.io import write_text_atomic
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["TrainResult", "TrainablePoseModel", "train"]
 
 
 @dataclass
@@ -88,8 +89,23 @@ class EpochSampler(Sampler[int]):
         return len(self.indices)
 
 
+@runtime_checkable
+class TrainablePoseModel(ClipPoseModel, Protocol):
+    """What :func:`train` needs of a model: :class:`~kpdiff.DiffPose` is one.
+
+    A :class:`~kpdiff.engine.ClipPoseModel` (``condition``, ``predict``: for validation) with
+    ``loss(clips [B, T, 3, H, W], heatmaps [B, K, h, w], weights [B, K]) → scalar``: the
+    targets are rendered by the engine's datasets (see :func:`train`). Checkpoints hold
+    ``save_pretrained(folder)``'s files when the model has that method, else its state dict.
+    """
+
+    def loss(
+        self, clips: torch.Tensor, heatmaps: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor: ...
+
+
 class _LossModule(nn.Module):
-    """``forward`` = ``DiffPose.loss``, so DDP sees a forward and syncs gradients."""
+    """``forward`` = ``model.loss``, so DDP sees a forward and syncs gradients."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -110,6 +126,7 @@ def _autocast_dtype(config: ExperimentConfig, device: torch.device) -> torch.dty
 def train(
     config: ExperimentConfig,
     *,
+    model: TrainablePoseModel | None = None,
     resume: bool = False,
     stop_after: int | None = None,
     datasets: Datasets | None = None,
@@ -118,6 +135,12 @@ def train(
 
     Args:
         config: the experiment.
+        model: train this model instead of the DiffPose of ``config.model``: any
+            :class:`TrainablePoseModel` (e.g. your own denoiser built from kpdiff's pieces). It
+            gets everything the engine does: DDP, autocast, clipping, validation, checkpoints
+            and exact resume (build the same model again to resume). ``config.model`` still
+            describes the data (``input_size``, ``delta``, ``sigma`` of the targets) unless
+            ``datasets`` is given. Default: ``build_model(config)``.
         resume: continue from ``output_dir/checkpoints/latest`` (error when there is none).
         stop_after: stop (without a final checkpoint) after this global step, as a kill would.
             For tests of resuming. Default: run to the end.
@@ -133,8 +156,19 @@ def train(
     out = Path(config.runtime.output_dir)
     torch.manual_seed(config.runtime.seed)  # same initial weights on every rank
     datasets = datasets or prepare_datasets(config, info)
-    model = build_model(config, num_keypoints=datasets.schema.num_keypoints).to(info.device)
+    if model is None:
+        model = build_model(config, num_keypoints=datasets.schema.num_keypoints)
+    elif not isinstance(model, nn.Module) or not isinstance(model, TrainablePoseModel):
+        raise KpdiffInputError(
+            f"model: expected an nn.Module with condition, predict and loss "
+            f"(kpdiff.engine.TrainablePoseModel), got {type(model).__name__}"
+        )
+    model = model.to(info.device)
     if config.model.compile_decoder:
+        if not isinstance(getattr(model, "decoder", None), nn.Module):
+            raise KpdiffInputError(
+                f"model.compile_decoder: {type(model).__name__} has no .decoder module to compile"
+            )
         # In place: the state dict keeps its names (torch.compile's wrapper would prefix them
         # with "_orig_mod.", and checkpoints would not load into an uncompiled DiffPose).
         model.decoder.compile()
@@ -286,7 +320,7 @@ def train(
         barrier()
     bar.close()
     if info.is_main and datasets.val is None:
-        model.save_pretrained(out / "best")  # no validation: the final model is the result
+        save_model(model, out / "best")  # no validation: the final model is the result
     return TrainResult(out, losses, counters["best"], counters["step"], _since(start_time))
 
 
@@ -318,7 +352,7 @@ def _validate(
         improved = counters["best"] is None or mean_ap > counters["best"]
         if improved:
             counters["best"] = mean_ap
-            model.save_pretrained(out / "best")
+            save_model(model, out / "best")
         log.write(
             step=counters["step"], epoch=counters["epoch"], val_mean_ap=mean_ap,
             val_columns=ap.columns, best=counters["best"], eval_seconds=round(sweep.seconds, 2),
@@ -359,7 +393,10 @@ def _config_differences(model: nn.Module, checkpoint: Path) -> str:
         saved = json.loads((checkpoint / "config.json").read_text())
     except (OSError, ValueError):
         return ""
-    here = model.config.to_dict()
+    config = getattr(model, "config", None)
+    if not callable(getattr(config, "to_dict", None)):  # a model of the user's: no config
+        return ""
+    here = config.to_dict()
     diff = [f"{k} {saved.get(k)!r} vs {here[k]!r}" for k in here if saved.get(k) != here[k]]
     return f"; model options that differ (checkpoint vs here): {', '.join(diff)}" if diff else ""
 

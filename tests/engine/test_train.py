@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from engine_helpers import files_under
+from safetensors.torch import load_file
 
 from kpdiff.diffpose import DiffPose
 from kpdiff.engine.checkpoint import latest_checkpoint, load_training_state
@@ -214,3 +215,69 @@ def test_training_targets_use_the_model_sigma(make_config):
             item["keypoints"][None, :, :2], item["weights"][None]
         )
         assert torch.equal(item["heatmaps"], want[0]) is same
+
+
+class KeyFrameModel(torch.nn.Module):
+    """Not a DiffPose: the key frame through one strided conv, and a one-conv denoiser."""
+
+    def __init__(self, num_keypoints: int = 17) -> None:
+        from kpdiff import EnsembleSampler, GaussianHeatmapCodec, HeatmapDiffusion
+
+        super().__init__()
+        self.k = num_keypoints
+        self.features = torch.nn.Conv2d(3, 8, 4, stride=4)  # 128×96 crops → 32×24
+        self.net = torch.nn.Conv2d(8 + num_keypoints, num_keypoints, 3, padding=1)
+        self.diffusion = HeatmapDiffusion()
+        self.sampler = EnsembleSampler(self.diffusion, GaussianHeatmapCodec((32, 24)))
+
+    def condition(self, clips):
+        return self.features(clips[:, clips.shape[1] // 2])
+
+    def forward(self, x_t, t, cond):
+        return self.net(torch.cat([x_t, cond], dim=1))
+
+    def loss(self, clips, heatmaps, weights):
+        return self.diffusion.loss(self, heatmaps, self.condition(clips), weights)
+
+    def predict(self, *, cond, num_samples, steps, generator):
+        shape = (cond.shape[0], self.k, 32, 24)
+        return self.sampler(
+            self, cond, shape, num_samples=num_samples, steps=steps, generator=generator
+        )
+
+
+def test_a_model_of_your_own_trains_validates_checkpoints_and_resumes(make_config):
+    from kpdiff.engine import TrainablePoseModel
+
+    assert isinstance(KeyFrameModel(), TrainablePoseModel)
+    cfg = make_config("full")
+    cfg.eval.every = 1
+    torch.manual_seed(0)
+    full = train(cfg, model=KeyFrameModel())
+    out = Path(cfg.runtime.output_dir)
+    assert full.best_ap is not None and full.steps == 9
+    best = KeyFrameModel()
+    best.load_state_dict(load_file(str(out / "best" / "model.safetensors")))  # strict
+    assert (latest_checkpoint(out) / "model.safetensors").is_file()
+
+    cfg2 = make_config("stopped")
+    cfg2.eval.every = 1
+    torch.manual_seed(0)
+    train(cfg2, model=KeyFrameModel(), stop_after=5)
+    resumed = train(cfg2, model=KeyFrameModel(), resume=True)  # weights come from step 3
+    assert resumed.losses == {s: v for s, v in full.losses.items() if s > 3}
+    a = load_file(str(latest_checkpoint(out) / "model.safetensors"))
+    b = load_file(str(latest_checkpoint(cfg2.runtime.output_dir) / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_model_without_loss_is_refused(make_config):
+    class NoLoss(torch.nn.Module):
+        def condition(self, clips):
+            return clips
+
+        def predict(self, *, cond, num_samples, steps, generator):
+            return None
+
+    with pytest.raises(KpdiffInputError, match=r"model: expected an nn\.Module with condition"):
+        train(make_config(), model=NoLoss())

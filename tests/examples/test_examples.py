@@ -48,6 +48,47 @@ def test_custom_denoiser_quick(tmp_path: Path) -> None:
     assert (tmp_path / "model.pt").is_file()
 
 
+def test_custom_denoiser_trains_with_the_engine(tmp_path: Path) -> None:
+    """What the tutorial says: QuadrupedPose goes through ``train(config, model=…)`` as is."""
+    from kpdiff.data import (
+        QUADRUPED,
+        ClipConfig,
+        SyntheticConfig,
+        TopDownClipDataset,
+        build_synthetic_dataset,
+        read_posetrack,
+    )
+    from kpdiff.engine import ExperimentConfig, train
+    from kpdiff.engine.data import Datasets
+
+    example = load("custom_denoiser")
+    root = build_synthetic_dataset(
+        tmp_path / "data", SyntheticConfig(num_videos=2, frames_per_video=4, schema=QUADRUPED)
+    )
+    kw = {
+        "schema": QUADRUPED,
+        "config": ClipConfig(delta=0, input_size=example.INPUT_SIZE),
+        "codec": example.GaussianHeatmapCodec((24, 32), sigma=1.5),
+    }
+    train_videos = read_posetrack(root, split="train", schema=QUADRUPED)
+    val_videos = read_posetrack(root, split="val", schema=QUADRUPED)
+    datasets = Datasets(
+        train=TopDownClipDataset.from_videos(train_videos, root, **kw),
+        val=TopDownClipDataset.from_videos(val_videos, root, **kw),
+        val_videos=val_videos,
+        schema=QUADRUPED,
+    )
+    config = ExperimentConfig()
+    config.runtime.output_dir = str(tmp_path / "run")
+    config.runtime.device, config.runtime.progress = "cpu", False
+    config.optim.batch_size, config.optim.max_steps = 2, 2
+    config.eval.num_samples, config.eval.steps = 2, 2
+    torch.manual_seed(0)
+    result = train(config, model=example.QuadrupedPose(QUADRUPED.num_keypoints), datasets=datasets)
+    assert result.steps == 2 and result.best_ap is not None
+    assert (tmp_path / "run" / "best" / "model.safetensors").is_file()
+
+
 def test_single_image_quick_then_own_image(tmp_path: Path) -> None:
     example = load("single_image")
     assert example.main(["--quick", "--out", str(tmp_path)]) == 0

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from kernel_cases import DTYPES, Case, all_cases
+from kernel_cases import Case, add_case_arguments, all_cases
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -264,8 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     """Compile and report; exit status 1 when a kernel fails to compile, 0 otherwise."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", nargs="+", type=int, default=[90], help="e.g. 80 90")
-    parser.add_argument("--quick", action="store_true", help="one shape per kernel")
-    parser.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), default=["fp32", "bf16"])
+    add_case_arguments(parser)
     parser.add_argument(
         "--peak-gbps",
         type=float,

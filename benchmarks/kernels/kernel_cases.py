@@ -9,6 +9,7 @@ widths (192 at 16×12, 64 at 32×24, 32 at 64×48).
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -151,3 +152,9 @@ def all_cases(dtypes: list[str], quick: bool) -> list[Case]:
     for dtype in dtypes:
         cases += lookup_cases(dtype, quick) + ddim_cases(dtype, quick) + decode_cases(dtype, quick)
     return cases + render_cases(quick)
+
+
+def add_case_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--quick`` and ``--dtype``: which cases :func:`all_cases` gives."""
+    parser.add_argument("--quick", action="store_true", help="one shape per kernel")
+    parser.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), default=["fp32", "bf16"])

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from kernel_cases import DTYPES, Case, all_cases
+from kernel_cases import Case, add_case_arguments, all_cases
 
 from kpdiff.io import write_json_atomic
 
@@ -167,8 +167,7 @@ def table(rows: list[Row], peak: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status (0 also when there is no GPU)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one shape per kernel")
-    parser.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), default=["fp32", "bf16"])
+    add_case_arguments(parser)
     parser.add_argument("--peak-gbps", type=float, help="override the card's peak bandwidth")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--no-predict", action="store_true", help="skip DiffPose.predict")

@@ -109,7 +109,7 @@ class SpatioTemporalEncoder(nn.Module):
             backbone, self.input_size, backbone_kwargs
         )
         if backbone_weights is not None:
-            load_backbone_weights(self.backbone, backbone_weights)
+            self.load_backbone(backbone_weights)
 
         h, w = self.feature_size
         t = self.num_frames

@@ -219,6 +219,8 @@ def test_cnn_weights_from_a_full_timm_checkpoint(tmp_path, name):
     assert not torch.allclose(enc.frame_features(frames), _stride16(full, frames))
     enc.load_backbone(path)
     torch.testing.assert_close(enc.frame_features(frames), _stride16(full, frames))
+    again = encoder(backbone=name, backbone_kwargs={}, backbone_weights=path).eval()
+    torch.testing.assert_close(again.frame_features(frames), _stride16(full, frames))
 
 
 def _stride16(model: torch.nn.Module, frames: torch.Tensor) -> torch.Tensor:

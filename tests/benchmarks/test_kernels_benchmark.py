@@ -81,3 +81,24 @@ def test_every_kernel_compiles_for_h100_vectorised_without_spills(tmp_path):
     ratios = {r["kernel"]: r["traffic_ratio"] for r in reports}
     assert all(ratio > 1.5 for ratio in ratios.values()), ratios
     assert math.isclose(ratios["lookup fwd"], 7 / 4, rel_tol=0.02), ratios
+
+
+def test_timing_report_and_json_with_a_failed_variant(scripts, monkeypatch, tmp_path, capsys):
+    """The GPU path's report, with the timing itself faked: a NaN (failed) variant prints and
+    is written as null (JSON has no NaN)."""
+    run = scripts("run")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+    monkeypatch.setattr(run, "peak_gbps", lambda *a: (1000.0, "test"))
+
+    def fake(case):
+        return run.Row(case.kernel, case.shape, case.dtype, 2.0, float("nan"), 1.0, 0.5)
+
+    monkeypatch.setattr(run, "time_case", fake)
+    out = tmp_path / "kernels.json"
+    assert run.main(["--quick", "--no-predict", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "# Fake GPU, peak 1000 GB/s" in table
+    assert "| 2.000 | nan | 1.000 | 2.00 | nan | 500 | 50 |" in table  # 0.5 GB in 1 ms
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 9 and all(r["compile_ms"] is None for r in rows)

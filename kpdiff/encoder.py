@@ -130,10 +130,20 @@ class SpatioTemporalEncoder(nn.Module):
         self.set_gradient_checkpointing(gradient_checkpointing)
 
     def set_gradient_checkpointing(self, enable: bool = True) -> None:
-        """Turn activation recomputation on or off (backbone and spatio-temporal layers)."""
-        self.gradient_checkpointing = enable
+        """Turn activation recomputation on or off (backbone and spatio-temporal layers).
+
+        Raises:
+            KpdiffInputError: the backbone cannot recompute (timm's HRNet, for one).
+        """
         if hasattr(self.backbone, "set_grad_checkpointing"):
-            self.backbone.set_grad_checkpointing(enable)
+            try:
+                self.backbone.set_grad_checkpointing(enable)
+            except (AssertionError, NotImplementedError) as err:
+                raise KpdiffInputError(
+                    f"gradient_checkpointing: the backbone {type(self.backbone).__name__} "
+                    f"does not support it ({err or 'timm refuses'})"
+                ) from err
+        self.gradient_checkpointing = enable
 
     def train(self, mode: bool = True) -> SpatioTemporalEncoder:
         """As ``nn.Module.train``, but a frozen backbone stays in eval mode."""

@@ -240,6 +240,19 @@ def test_cnn_checkpoint_missing_a_used_key_is_refused(tmp_path):
         encoder(backbone="resnet18", backbone_kwargs={}).load_backbone(tmp_path / "r18.pth")
 
 
+def test_checkpointing_a_cnn_changes_nothing_but_hrnet_refuses_by_name():
+    clips = torch.randn(2, 3, 3, *SIZE)
+    outs = []
+    for enable in (False, True):
+        torch.manual_seed(0)
+        enc = encoder(backbone="resnet18", backbone_kwargs={}, gradient_checkpointing=enable)
+        outs.append(enc(clips))
+    torch.testing.assert_close(outs[0], outs[1])
+    with pytest.raises(KpdiffInputError, match="gradient_checkpointing: the backbone"):
+        encoder(backbone="hrnet_w18_small", backbone_kwargs={}, input_size=(64, 32),
+                gradient_checkpointing=True)  # fmt: skip
+
+
 def test_unknown_backbone_and_unfit_sizes_are_named():
     with pytest.raises(KpdiffInputError, match="not_a_model"):
         encoder(backbone="not_a_model")

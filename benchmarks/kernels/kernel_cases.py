@@ -46,39 +46,50 @@ class Case:
 
 
 def lookup_cases(dtype: str, quick: bool) -> list[Case]:
-    """The lookup ``[A ⊙ 𝔽, 𝔽]``: forward at the ensemble batch, forward + backward at 32."""
-    from kpdiff.kernels.reference import lookup_concat_reference as ref
-    from kpdiff.kernels.triton_lookup import LookupConcat, lookup_concat_forward
+    """The lookup, ``[A ⊙ 𝔽, 𝔽]`` and ``A ⊙ 𝔽`` alone (``mask``, what DiffPose's decoder runs):
+    forward at the ensemble batch, forward + backward at the training batch."""
+    from kpdiff.kernels.reference import lookup_concat_reference, lookup_mask_reference
+    from kpdiff.kernels.triton_lookup import Lookup, lookup_forward
 
     dt = DTYPES[dtype]
     es = dt.itemsize
     configs = [(256, (16, 12))] if quick else [(c, s) for c in (64, 128, 256) for s in SIZES]
     configs += [] if quick else MODEL_WIDTHS
     cases = []
-    for c, (h, w) in configs:
+    for name, concat, ref in (
+        ("lookup", True, lookup_concat_reference),
+        ("lookup mask", False, lookup_mask_reference),
+    ):
+        out = 2 if concat else 1  # output channels per channel of 𝔽
+        for c, (h, w) in configs:
 
-        def fwd_inputs(device: torch.device, c: int = c, h: int = h, w: int = w) -> tuple:
-            return tuple(torch.randn(ENSEMBLE, c, h, w, device=device, dtype=dt) for _ in "xf")
+            def fwd_inputs(device: torch.device, c: int = c, h: int = h, w: int = w) -> tuple:
+                return tuple(torch.randn(ENSEMBLE, c, h, w, device=device, dtype=dt) for _ in "xf")
 
-        def bwd_inputs(device: torch.device, c: int = c, h: int = h, w: int = w) -> tuple:
-            x, f = (
-                torch.randn(TRAIN, c, h, w, device=device, dtype=dt, requires_grad=True)
-                for _ in "xf"
-            )
-            return x, f, torch.randn(TRAIN, 2 * c, h, w, device=device, dtype=dt)
+            def bwd_inputs(
+                device: torch.device, c: int = c, h: int = h, w: int = w, out: int = out
+            ) -> tuple:
+                x, f = (
+                    torch.randn(TRAIN, c, h, w, device=device, dtype=dt, requires_grad=True)
+                    for _ in "xf"
+                )
+                return x, f, torch.randn(TRAIN, out * c, h, w, device=device, dtype=dt)
 
-        cases.append(Case(
-            "lookup fwd", f"{ENSEMBLE}×{c}×{h}×{w}", dtype, es * ENSEMBLE * h * w * 4 * c,
-            fwd_inputs, ref, lookup_concat_forward,
-        ))  # fmt: skip
-        # forward (x̄, 𝔽 in; 2C out) + backward (x̄, 𝔽, 2C grad in; x̄, 𝔽 grads out)
-        cases.append(Case(
-            "lookup fwd+bwd", f"{TRAIN}×{c}×{h}×{w}", dtype, es * TRAIN * h * w * 10 * c,
-            bwd_inputs,
-            lambda x, f, g: ref(x, f).backward(g),
-            lambda x, f, g: LookupConcat.apply(x, f).backward(g),
-            backward=True,
-        ))  # fmt: skip
+            # forward: x̄ and 𝔽 in, out·C out; backward: x̄, 𝔽 and the out·C gradient in, the
+            # gradients of x̄ and 𝔽 out
+            fwd_bytes = (2 + out) * c
+            cases.append(Case(
+                f"{name} fwd", f"{ENSEMBLE}×{c}×{h}×{w}", dtype,
+                es * ENSEMBLE * h * w * fwd_bytes, fwd_inputs, ref,
+                lambda x, f, concat=concat: lookup_forward(x, f, concat=concat),
+            ))  # fmt: skip
+            cases.append(Case(
+                f"{name} fwd+bwd", f"{TRAIN}×{c}×{h}×{w}", dtype,
+                es * TRAIN * h * w * (fwd_bytes + (4 + out) * c), bwd_inputs,
+                lambda x, f, g, ref=ref: ref(x, f).backward(g),
+                lambda x, f, g, concat=concat: Lookup.apply(x, f, concat).backward(g),
+                backward=True,
+            ))  # fmt: skip
     return cases
 
 

@@ -20,6 +20,7 @@ from kpdiff.kernels.reference import (
     ddim_step_reference,
     decode_heatmaps_reference,
     lookup_concat_reference,
+    lookup_mask_reference,
     render_heatmaps_reference,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "decode_heatmaps",
     "kernel_mode",
     "lookup_concat",
+    "lookup_mask",
     "render_heatmaps",
     "triton_available",
     "use_kernels",
@@ -49,16 +51,38 @@ def lookup_concat(xbar: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[B, 2C, h, w]`` (contiguous), dtype ``torch.promote_types(xbar.dtype, feat.dtype)``.
     """
+    return _lookup(xbar, feat, concat=True)
+
+
+def lookup_mask(xbar: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
+    """The masked features ``A ⊙ 𝔽`` alone, ``A = sigmoid(max over channels of x̄)``.
+
+    For a fusion that takes 𝔽's own share from elsewhere: :class:`~kpdiff.LookupInteraction`
+    computes it once per clip instead of reading ``[A ⊙ 𝔽, 𝔽]`` at every step. Gradients as
+    :func:`lookup_concat`. Meaning: :func:`~kpdiff.kernels.reference.lookup_mask_reference`.
+
+    Args:
+        xbar: refined heatmap tokens x̄ ``[B, Cx, h, w]``, any strides.
+        feat: features 𝔽 ``[B, C, h, w]``, any strides, same device.
+
+    Returns:
+        ``[B, C, h, w]`` (contiguous), dtype ``torch.promote_types(xbar.dtype, feat.dtype)``.
+    """
+    return _lookup(xbar, feat, concat=False)
+
+
+def _lookup(xbar: torch.Tensor, feat: torch.Tensor, *, concat: bool) -> torch.Tensor:
     sizes = check_shape("xbar", xbar, ("B", None, "h", "w"))
     check_shape("feat", feat, ("B", None, "h", "w"), sizes)
     _same_device(xbar=xbar, feat=feat)
     if not use_triton(xbar, feat):
-        return lookup_concat_reference(xbar, feat)
-    from kpdiff.kernels.triton_lookup import LookupConcat, lookup_concat_forward
+        reference = lookup_concat_reference if concat else lookup_mask_reference
+        return reference(xbar, feat)
+    from kpdiff.kernels.triton_lookup import Lookup, lookup_forward
 
     if torch.is_grad_enabled() and (xbar.requires_grad or feat.requires_grad):
-        return LookupConcat.apply(xbar, feat)
-    return lookup_concat_forward(xbar, feat)
+        return Lookup.apply(xbar, feat, concat)
+    return lookup_forward(xbar, feat, concat=concat)
 
 
 def ddim_step(

@@ -16,6 +16,7 @@ __all__ = [
     "ddim_step_reference",
     "decode_heatmaps_reference",
     "lookup_concat_reference",
+    "lookup_mask_reference",
     "render_heatmaps_reference",
 ]
 
@@ -34,8 +35,24 @@ def lookup_concat_reference(xbar: torch.Tensor, feat: torch.Tensor) -> torch.Ten
     Returns:
         ``[B, 2C, h, w]`` in ``torch.promote_types(xbar.dtype, feat.dtype)``.
     """
-    mask = torch.sigmoid(xbar.amax(dim=1, keepdim=True))
-    return torch.cat([mask * feat, feat], dim=1)
+    return torch.cat([lookup_mask_reference(xbar, feat), feat], dim=1)
+
+
+def lookup_mask_reference(xbar: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
+    """The masked half of the lookup alone: ``A ⊙ 𝔽`` with ``A = sigmoid(max over channels of x̄)``.
+
+    What a fusion needs when it takes 𝔽's own contribution from elsewhere (DiffPose computes
+    that once per clip, see ``LookupInteraction.feature_term``). Gradients as
+    :func:`lookup_concat_reference`.
+
+    Args:
+        xbar: refined heatmap tokens x̄ ``[B, Cx, h, w]``.
+        feat: features 𝔽 ``[B, C, h, w]`` of the same batch and spatial size.
+
+    Returns:
+        ``[B, C, h, w]`` in ``torch.promote_types(xbar.dtype, feat.dtype)``.
+    """
+    return torch.sigmoid(xbar.amax(dim=1, keepdim=True)) * feat
 
 
 def ddim_coefficients(

@@ -1,9 +1,13 @@
-"""Triton lookup ``[A ⊙ 𝔽, 𝔽]`` with ``A = sigmoid(max_c x̄)``, forward and backward.
+"""Triton lookup ``[A ⊙ 𝔽, 𝔽]`` (or ``A ⊙ 𝔽`` alone) with ``A = sigmoid(max_c x̄)``, forward and
+backward.
 
-Meaning: :func:`kpdiff.kernels.reference.lookup_concat_reference`. One program owns a strip of
+Meaning: :func:`kpdiff.kernels.reference.lookup_concat_reference` (``CONCAT``) and
+:func:`~kpdiff.kernels.reference.lookup_mask_reference`. One program owns a strip of
 ``BLOCK_S`` pixels of one sample and walks the channels in ``BLOCK_C`` chunks: it reads x̄ once
-(the max), 𝔽 once, and writes both halves of the output, so neither ``A`` nor ``A ⊙ 𝔽`` is
-ever materialised. The backward recomputes ``A`` (and the argmax) instead of saving them.
+(the max), 𝔽 once, and writes the output (both halves with ``CONCAT``), so neither ``A`` nor an
+intermediate ``A ⊙ 𝔽`` is ever materialised. The backward recomputes ``A`` (and the argmax)
+instead of saving them.
+
 Inputs may have any strides; outputs are contiguous. When an input's pixels are dense (``h·w``
 consecutive elements per channel, as in NCHW, whatever its channel and batch strides) its
 address is ``base + pixel``, which the compiler can see is contiguous and turn into 128-bit
@@ -29,7 +33,7 @@ from kpdiff.kernels._triton_common import (
     sigmoid,
 )
 
-__all__ = ["LookupConcat", "lookup_concat_backward", "lookup_concat_forward"]
+__all__ = ["Lookup", "lookup_backward", "lookup_forward"]
 
 
 @triton.jit
@@ -37,7 +41,7 @@ def _lookup_fwd_kernel(
     x_ptr, f_ptr, out_ptr,
     CX, C, HW, W, n_sblocks,
     sxb, sxc, sxh, sxw, sfb, sfc, sfh, sfw,
-    X_DENSE: tl.constexpr, F_DENSE: tl.constexpr,
+    CONCAT: tl.constexpr, X_DENSE: tl.constexpr, F_DENSE: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
@@ -56,14 +60,15 @@ def _lookup_fwd_kernel(
         m = tl.maximum(m, tl.reduce(x.to(tl.float32), 0, maximum))
     a = sigmoid(m)[None, :]  # A
 
-    out_base = out_ptr + b * (2 * C * HW) + s[None, :]
+    out_base = out_ptr + b * ((2 if CONCAT else 1) * C * HW) + s[None, :]
     for c0 in range(0, C, BLOCK_C):
         c = c0 + cr
         valid = (c < C)[:, None] & smask[None, :]
         f = tl.load(f_base + c[:, None] * sfc, mask=valid, other=0.0).to(tl.float32)
         o = out_base + c[:, None] * HW
         tl.store(o, (a * f).to(out_ptr.dtype.element_ty), mask=valid)  # A ⊙ 𝔽
-        tl.store(o + C * HW, f.to(out_ptr.dtype.element_ty), mask=valid)  # 𝔽
+        if CONCAT:
+            tl.store(o + C * HW, f.to(out_ptr.dtype.element_ty), mask=valid)  # 𝔽
 
 
 @triton.jit
@@ -71,7 +76,7 @@ def _lookup_bwd_kernel(
     x_ptr, f_ptr, g_ptr, gx_ptr, gf_ptr,
     CX, C, HW, W, n_sblocks,
     sxb, sxc, sxh, sxw, sfb, sfc, sfh, sfw, sgb, sgc, sgh, sgw,
-    NEED_X: tl.constexpr, NEED_F: tl.constexpr,
+    NEED_X: tl.constexpr, NEED_F: tl.constexpr, CONCAT: tl.constexpr,
     X_DENSE: tl.constexpr, F_DENSE: tl.constexpr, G_DENSE: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
 ):  # fmt: skip
@@ -98,14 +103,17 @@ def _lookup_bwd_kernel(
     a = sigmoid(m)
 
     # ∂L/∂𝔽 = A ⊙ g₁ + g₂ and ∂L/∂A = Σ_c g₁ ⊙ 𝔽, with g = [g₁, g₂] split at channel C
+    # (without CONCAT, g = g₁ and there is no g₂)
     grad_a = tl.full([BLOCK_S], 0.0, tl.float32)
     for c0 in range(0, C, BLOCK_C):
         c = c0 + cr
         valid = (c < C)[:, None] & smask[None, :]
         g1 = tl.load(g_base + c[:, None] * sgc, mask=valid, other=0.0).to(tl.float32)
         if NEED_F:
-            g2 = tl.load(g_base + (c + C)[:, None] * sgc, mask=valid, other=0.0).to(tl.float32)
-            gf = a[None, :] * g1 + g2
+            gf = a[None, :] * g1
+            if CONCAT:
+                g2 = tl.load(g_base + (c + C)[:, None] * sgc, mask=valid, other=0.0)
+                gf = gf + g2.to(tl.float32)
             gf_ptrs = gf_ptr + b * (C * HW) + c[:, None] * HW + s[None, :]
             tl.store(gf_ptrs, gf.to(gf_ptr.dtype.element_ty), mask=valid)
         if NEED_X:
@@ -136,16 +144,19 @@ def _spatial_strides(t: torch.Tensor) -> tuple[int, int, int, int]:
     return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
 
 
-def lookup_concat_forward(xbar: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
-    """``[A ⊙ 𝔽, 𝔽]`` from ``xbar [B, Cx, h, w]`` and ``feat [B, C, h, w]`` → ``[B, 2C, h, w]``.
+def lookup_forward(xbar: torch.Tensor, feat: torch.Tensor, *, concat: bool = True) -> torch.Tensor:
+    """``[A ⊙ 𝔽, 𝔽]`` (``concat``) or ``A ⊙ 𝔽`` from ``xbar [B, Cx, h, w]``, ``feat [B, C, h, w]``.
 
-    No checks here (see :func:`kpdiff.kernels.lookup_concat`); output dtype is
-    ``torch.promote_types(xbar.dtype, feat.dtype)``, arithmetic float32.
+    Output ``[B, 2C, h, w]`` or ``[B, C, h, w]``, dtype ``torch.promote_types(xbar.dtype,
+    feat.dtype)``, arithmetic float32. No checks here (see :func:`kpdiff.kernels.lookup_concat`
+    and :func:`kpdiff.kernels.lookup_mask`).
     """
     b, cx, h, w = xbar.shape
     c = feat.shape[1]
     out = torch.empty(
-        (b, 2 * c, h, w), device=feat.device, dtype=torch.promote_types(xbar.dtype, feat.dtype)
+        (b, (2 if concat else 1) * c, h, w),
+        device=feat.device,
+        dtype=torch.promote_types(xbar.dtype, feat.dtype),
     )
     if out.numel() == 0:
         return out
@@ -154,27 +165,30 @@ def lookup_concat_forward(xbar: torch.Tensor, feat: torch.Tensor) -> torch.Tenso
     _lookup_fwd_kernel[(b * n_sblocks,)](
         xbar, feat, out, cx, c, h * w, w, n_sblocks,
         *_spatial_strides(xbar), *_spatial_strides(feat),
-        X_DENSE=dense_pixels(xbar), F_DENSE=dense_pixels(feat),
+        CONCAT=concat, X_DENSE=dense_pixels(xbar), F_DENSE=dense_pixels(feat),
         BLOCK_C=block_c, BLOCK_S=block_s, **launch_kwargs(feat.device),
     )  # fmt: skip
     return out
 
 
-def lookup_concat_backward(
+def lookup_backward(
     xbar: torch.Tensor,
     feat: torch.Tensor,
     grad_out: torch.Tensor,
     need_x: bool = True,
     need_f: bool = True,
+    *,
+    concat: bool = True,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Gradients of :func:`lookup_concat_forward` w.r.t. ``xbar`` and ``feat`` (or ``None``).
+    """Gradients of :func:`lookup_forward` w.r.t. ``xbar`` and ``feat`` (or ``None``).
 
     Args:
         xbar: ``[B, Cx, h, w]`` as given to the forward.
         feat: ``[B, C, h, w]`` as given to the forward.
-        grad_out: ``[B, 2C, h, w]``, any strides.
+        grad_out: ``[B, 2C, h, w]`` (``concat``) or ``[B, C, h, w]``, any strides.
         need_x: compute ``∂L/∂x̄``. Default ``True``.
         need_f: compute ``∂L/∂𝔽``. Default ``True``.
+        concat: as given to the forward. Default ``True``.
 
     Returns:
         ``(grad_xbar [B, Cx, h, w] | None, grad_feat [B, C, h, w] | None)`` in the inputs' dtypes.
@@ -191,26 +205,34 @@ def lookup_concat_backward(
         xbar, feat, grad_out, gx if need_x else xbar, gf if need_f else feat,
         cx, c, h * w, w, n_sblocks,
         *_spatial_strides(xbar), *_spatial_strides(feat), *_spatial_strides(grad_out),
-        NEED_X=need_x, NEED_F=need_f, X_DENSE=dense_pixels(xbar), F_DENSE=dense_pixels(feat),
+        NEED_X=need_x, NEED_F=need_f, CONCAT=concat,
+        X_DENSE=dense_pixels(xbar), F_DENSE=dense_pixels(feat),
         G_DENSE=dense_pixels(grad_out), BLOCK_C=block_c, BLOCK_S=block_s,
         **launch_kwargs(feat.device),
     )  # fmt: skip
     return gx, gf
 
 
-class LookupConcat(torch.autograd.Function):
-    """Autograd wrapper: forward and backward both fused; saves only x̄ and 𝔽 (no mask)."""
+class Lookup(torch.autograd.Function):
+    """Autograd wrapper: forward and backward both fused; saves only x̄ and 𝔽 (no mask).
+
+    ``Lookup.apply(xbar, feat, concat)``.
+    """
 
     @staticmethod
-    def forward(ctx: Any, xbar: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, xbar: torch.Tensor, feat: torch.Tensor, concat: bool) -> torch.Tensor:
         ctx.save_for_backward(xbar, feat)
-        return lookup_concat_forward(xbar, feat)
+        ctx.concat = concat
+        return lookup_forward(xbar, feat, concat=concat)
 
     @staticmethod
     @once_differentiable
     def backward(
         ctx: Any, grad_out: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         xbar, feat = ctx.saved_tensors
         need_x, need_f = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        return lookup_concat_backward(xbar, feat, grad_out, need_x=need_x, need_f=need_f)
+        gx, gf = lookup_backward(
+            xbar, feat, grad_out, need_x=need_x, need_f=need_f, concat=ctx.concat
+        )
+        return gx, gf, None

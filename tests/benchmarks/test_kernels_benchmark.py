@@ -77,10 +77,12 @@ def test_every_kernel_compiles_for_h100_vectorised_without_spills(tmp_path):
             assert x["load_bits"] == 128, x
         if x["name"] != "_decode_kernel":  # writes 3 floats per joint
             assert x["store_bits"] == 128, x
-    # the fused kernels move less than torch eager, and the lookup's margin is below 2×
+    # the fused kernels move less than torch eager; the lookup's margin is below 2×, and the
+    # mask alone moves what eager moves (amax reads x̄, the product reads 𝔽 and writes A ⊙ 𝔽)
     ratios = {r["kernel"]: r["traffic_ratio"] for r in reports}
-    assert all(ratio > 1.5 for ratio in ratios.values()), ratios
+    assert all(ratio > 1.4 for k, ratio in ratios.items() if k != "lookup mask fwd"), ratios
     assert math.isclose(ratios["lookup fwd"], 7 / 4, rel_tol=0.02), ratios
+    assert math.isclose(ratios["lookup mask fwd"], 1.0, rel_tol=0.02), ratios
 
 
 def test_timing_report_and_json_with_a_failed_variant(scripts, monkeypatch, tmp_path, capsys):
@@ -101,4 +103,4 @@ def test_timing_report_and_json_with_a_failed_variant(scripts, monkeypatch, tmp_
     assert "# Fake GPU, peak 1000 GB/s" in table
     assert "| 2.000 | nan | 1.000 | 2.00 | nan | 500 | 50 |" in table  # 0.5 GB in 1 ms
     rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == 9 and all(r["compile_ms"] is None for r in rows)
+    assert len(rows) == 13 and all(r["compile_ms"] is None for r in rows)

@@ -29,7 +29,7 @@ def test_cpu_tensors_take_the_reference_by_default(monkeypatch):
 
     for name in ("triton_lookup", "triton_ddim", "triton_render", "triton_decode"):
         monkeypatch.setitem(sys.modules, f"kpdiff.kernels.{name}", SimpleNamespace(
-            LookupConcat=boom, lookup_concat_forward=boom, ddim_step_triton=boom,
+            Lookup=boom, lookup_forward=boom, ddim_step_triton=boom,
             render_heatmaps_triton=boom, decode_heatmaps_triton=boom,
         ))  # fmt: skip
     x, f = torch.randn(2, 3, 4, 5), torch.randn(2, 6, 4, 5)

@@ -1,4 +1,5 @@
-"""The lookup kernel ``[A ⊙ 𝔽, 𝔽]``, forward and backward, against its torch reference."""
+"""The lookup kernel, ``[A ⊙ 𝔽, 𝔽]`` and ``A ⊙ 𝔽`` alone, forward and backward, against its
+torch references."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kpdiff.kernels import lookup_concat
-from kpdiff.kernels.reference import lookup_concat_reference
+from kpdiff.kernels import lookup_concat, lookup_mask
+from kpdiff.kernels.reference import lookup_concat_reference, lookup_mask_reference
 
 triton_lookup = pytest.importorskip("kpdiff.kernels.triton_lookup")
 
@@ -22,6 +23,11 @@ SHAPES = st.tuples(  # B, Cx, C, h, w: odd sizes, single channels and pixels inc
 )
 FP32 = {"rtol": 1e-5, "atol": 1e-5}
 BF16 = {"rtol": 1.6e-2, "atol": 1e-2}
+# (kernel path, reference, output channels per input channel)
+MODES = {
+    "concat": (lookup_concat, lookup_concat_reference, 2),
+    "mask": (lookup_mask, lookup_mask_reference, 1),
+}
 
 
 def small_blocks(small: bool) -> contextlib.AbstractContextManager:
@@ -39,42 +45,58 @@ def grads(fn, xbar, feat, grad_out):
 
 
 @settings(max_examples=25, deadline=None)
-@given(shape=SHAPES, layouts=st.tuples(LAYOUTS, LAYOUTS), small=st.booleans(), seed=SEEDS)
-def test_forward_matches_reference(device, make, shape, layouts, small, seed):
+@given(
+    shape=SHAPES,
+    layouts=st.tuples(LAYOUTS, LAYOUTS),
+    small=st.booleans(),
+    mode=st.sampled_from(sorted(MODES)),
+    seed=SEEDS,
+)
+def test_forward_matches_reference(device, make, shape, layouts, small, mode, seed):
+    fn, reference, per = MODES[mode]
     b, cx, c, h, w = shape
     xbar = make((b, cx, h, w), layouts[0], seed=seed, scale=3.0)
     feat = make((b, c, h, w), layouts[1], seed=seed + 1)
     with small_blocks(small):
-        out = lookup_concat(xbar, feat)
-    assert out.shape == (b, 2 * c, h, w) and out.is_contiguous()
-    torch.testing.assert_close(out, lookup_concat_reference(xbar, feat), **FP32)
+        out = fn(xbar, feat)
+    assert out.shape == (b, per * c, h, w) and out.is_contiguous()
+    torch.testing.assert_close(out, reference(xbar, feat), **FP32)
 
 
 @settings(max_examples=15, deadline=None)
-@given(shape=SHAPES, layouts=st.tuples(LAYOUTS, LAYOUTS, LAYOUTS), small=st.booleans(), seed=SEEDS)
-def test_backward_matches_autograd_of_reference(device, make, shape, layouts, small, seed):
+@given(
+    shape=SHAPES,
+    layouts=st.tuples(LAYOUTS, LAYOUTS, LAYOUTS),
+    small=st.booleans(),
+    mode=st.sampled_from(sorted(MODES)),
+    seed=SEEDS,
+)
+def test_backward_matches_autograd_of_reference(device, make, shape, layouts, small, mode, seed):
     """Random normal x̄ has no ties, where every rule for amax's gradient agrees."""
+    fn, reference, per = MODES[mode]
     b, cx, c, h, w = shape
     xbar = make((b, cx, h, w), layouts[0], seed=seed, scale=3.0)
     feat = make((b, c, h, w), layouts[1], seed=seed + 1)
-    grad_out = make((b, 2 * c, h, w), layouts[2], seed=seed + 2)
+    grad_out = make((b, per * c, h, w), layouts[2], seed=seed + 2)
     with small_blocks(small):
-        got = grads(lookup_concat, xbar, feat, grad_out)
-    want = grads(lookup_concat_reference, xbar, feat, grad_out)
+        got = grads(fn, xbar, feat, grad_out)
+    want = grads(reference, xbar, feat, grad_out)
     torch.testing.assert_close(got[0], want[0], **FP32)
     torch.testing.assert_close(got[1], want[1], **FP32)
 
 
-def test_ties_share_the_gradient_evenly_like_amax(device, make):
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_ties_share_the_gradient_evenly_like_amax(device, make, mode):
     """Integer-valued x̄ has many tied maxima: the gradient is split among them, as amax does."""
+    fn, reference, per = MODES[mode]
     g = torch.Generator().manual_seed(0)
     xbar = torch.randint(0, 3, (2, 6, 5, 7), generator=g).float().to(device)
     xbar[0, :, 0, 0] = 2.0  # all six channels tied
-    feat, grad_out = make((2, 3, 5, 7), seed=1), make((2, 6, 5, 7), seed=2)
+    feat, grad_out = make((2, 3, 5, 7), seed=1), make((2, 3 * per, 5, 7), seed=2)
     for small in (False, True):
         with small_blocks(small):
-            got = grads(lookup_concat, xbar, feat, grad_out)
-        want = grads(lookup_concat_reference, xbar, feat, grad_out)
+            got = grads(fn, xbar, feat, grad_out)
+        want = grads(reference, xbar, feat, grad_out)
         torch.testing.assert_close(got[0], want[0], **FP32)
         torch.testing.assert_close(got[1], want[1], **FP32)
         assert torch.equal(got[0][0, :, 0, 0] != 0, torch.ones(6, dtype=torch.bool, device=device))
@@ -94,24 +116,26 @@ def test_one_input_requiring_grad(device, make):
         assert ins[1 - which].grad is None
 
 
-def test_bf16_and_mixed_dtypes(device, make):
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_bf16_and_mixed_dtypes(device, make, mode):
     """bf16 in, bf16 out (float32 inside); mixed inputs promote like the reference."""
+    fn, reference, per = MODES[mode]
     xbar, feat = make((2, 7, 5, 3), seed=0, scale=3.0), make((2, 6, 5, 3), seed=1)
-    grad_out = make((2, 12, 5, 3), seed=2)
+    grad_out = make((2, 6 * per, 5, 3), seed=2)
     xb, fb, gb = xbar.bfloat16(), feat.bfloat16(), grad_out.bfloat16()
-    out = lookup_concat(xb, fb)
+    out = fn(xb, fb)
     assert out.dtype == torch.bfloat16
-    ref = lookup_concat_reference(xb.float(), fb.float())
+    ref = reference(xb.float(), fb.float())
     torch.testing.assert_close(out.float(), ref, **BF16)
-    got = grads(lookup_concat, xb, fb, gb)
-    want = grads(lookup_concat_reference, xb.float(), fb.float(), gb.float())
+    got = grads(fn, xb, fb, gb)
+    want = grads(reference, xb.float(), fb.float(), gb.float())
     assert got[0].dtype == got[1].dtype == torch.bfloat16
     torch.testing.assert_close(got[0].float(), want[0], **BF16)
     torch.testing.assert_close(got[1].float(), want[1], **BF16)
-    mixed = lookup_concat(xb, feat)  # A stays float32 in the kernel; the reference rounds it
+    mixed = fn(xb, feat)  # A stays float32 in the kernel; the reference rounds it
     assert mixed.dtype == torch.float32
-    torch.testing.assert_close(mixed, lookup_concat_reference(xb.float(), feat), **FP32)
-    torch.testing.assert_close(mixed, lookup_concat_reference(xb, feat), **BF16)
+    torch.testing.assert_close(mixed, reference(xb.float(), feat), **FP32)
+    torch.testing.assert_close(mixed, reference(xb, feat), **BF16)
 
 
 def test_no_grad_output_is_plain_tensor(device, make):

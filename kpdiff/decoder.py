@@ -1,8 +1,10 @@
 """PoseDecoder: DiffPose's denoiser f(x_t, t, 𝔽) → x̂₀, split into a once-per-clip part and a
 per-step part.
 
-    prepare(𝔽)            → pyramid (𝔽¹, 𝔽², 𝔽³)        deconv ×1/×2/×4, step-invariant
-    forward(x_t, t, pyr)  → x̂₀ [B, K, H, W]             once per hypothesis and DDIM step
+    prepare(𝔽)            → (𝔽¹, 𝔽², 𝔽³, T¹, T², T³)   step-invariant: the pyramid (deconv
+                                                      ×1/×2/×4) and each scale's feature term
+                                                      Tʲ = W_𝔽 * 𝔽ʲ (LookupInteraction.feature_term)
+    forward(x_t, t, cond) → x̂₀ [B, K, H, W]             once per hypothesis and DDIM step
         x̄_t = x_t ⊙ (1 + γ(t)) + β(t)                   FiLM from a sinusoidal step embedding
         ℱʲ  = LookupInteraction_j(StrideConv_j(x̄_t), 𝔽ʲ)  j = 1 (16×12, Transformer),
                                                              2 (32×24, conv), 3 (64×48, conv)
@@ -145,39 +147,48 @@ class PoseDecoder(nn.Module):
         nn.init.constant_(self.head[-1].bias, background)
 
     def prepare(self, feat: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The step-invariant part: the size-matched pyramid 𝔽ʲ of 𝔽 ``[B, C, h, w]``.
+        """The step-invariant part, from 𝔽 ``[B, C, h, w]``: the size-matched pyramid 𝔽ʲ and
+        each scale's feature term (𝔽ʲ's share of its block's fusion).
 
-        Returns a tuple with one ``[B, dims_j, h·f_j, w·f_j]`` tensor per scale.
+        Returns ``(𝔽¹, …, 𝔽ⁿ, T¹, …, Tⁿ)`` for the n scales, both ``[B, dims_j, h·f_j, w·f_j]``.
         """
-        return self.pyramid(feat)
+        pyramid = self.pyramid(feat)
+        terms = (block.feature_term(f) for block, f in zip(self.blocks, pyramid, strict=True))
+        return (*pyramid, *terms)
 
     def forward(
         self, x_t: torch.Tensor, t: torch.Tensor, pyramid: Sequence[torch.Tensor]
     ) -> torch.Tensor:
-        """One denoiser evaluation (a :class:`~kpdiff.Denoiser` with ``cond = pyramid``).
+        """One denoiser evaluation (a :class:`~kpdiff.Denoiser` with ``cond = prepare(𝔽)``).
 
         Args:
             x_t: noisy heatmaps ``[B, K, H, W]`` in signal units, ``(H, W) = 4 × 𝔽``'s size.
             t: integer steps ``[B]``.
-            pyramid: the output of :meth:`prepare` for these B samples.
+            pyramid: the output of :meth:`prepare` for these B samples (or only its first n
+                tensors, the pyramid: the feature terms are then computed here).
 
         Returns:
             x̂₀ ``[B, K, H, W]`` in signal units.
         """
-        n = len(pyramid) if isinstance(pyramid, (tuple, list)) else None
-        if n != len(self.blocks):
-            got = type(pyramid).__name__ + ("" if n is None else f" of {n} tensors")
+        n = len(self.blocks)
+        got = len(pyramid) if isinstance(pyramid, (tuple, list)) else None
+        if got not in (n, 2 * n):
+            found = type(pyramid).__name__ + ("" if got is None else f" of {got} tensors")
             raise KpdiffInputError(
-                f"pyramid: expected the {len(self.blocks)} tensors of PoseDecoder.prepare, "
-                f"got {got}"
+                f"pyramid: expected the {2 * n} tensors of PoseDecoder.prepare (or its first "
+                f"{n}, the pyramid), got {found}"
             )
+        terms = pyramid[n:] if got == 2 * n else (None,) * n
+        pyramid = pyramid[:n]
         f0, feat0 = self.factors[0], pyramid[0]
         size = (feat0.shape[-2] * 4 // f0, feat0.shape[-1] * 4 // f0)
         sizes = check_shape("x_t", x_t, (feat0.shape[0], self.num_keypoints, *size))
         check_shape("t", t, (x_t.shape[0],), sizes)
         xbar = self.rescale(x_t, t)  # x̄_t = x_t ⊙ (1 + γ(t)) + β(t)
         outs = [
-            block(embed(xbar), feat)  # ℱʲ = Up(Fuse(Lookup(x̄ʲ, 𝔽ʲ)))
-            for embed, block, feat in zip(self.embeds, self.blocks, pyramid, strict=True)
+            block(embed(xbar), feat, term)  # ℱʲ = Up(Fuse(Lookup(x̄ʲ, 𝔽ʲ)))
+            for embed, block, feat, term in zip(
+                self.embeds, self.blocks, pyramid, terms, strict=True
+            )
         ]
         return self.head(self.fusion(outs))  # x̂₀ = Conv3×3(ℱ¹ + ℱ² + ℱ³)

@@ -29,10 +29,15 @@ def decoder(**kw) -> PoseDecoder:
 )
 def test_shapes(lookup, fusion, b, h, w):
     dec = decoder(lookup=lookup, fusion=fusion)
-    pyramid = dec.prepare(torch.randn(b, 16, h, w))
-    assert len(pyramid) == {"full": 3, "low_res": 1, "none": 1}[lookup]
-    x_t = torch.randn(b, K, 4 * h, 4 * w)
-    assert dec(x_t, torch.randint(0, 1000, (b,)), pyramid).shape == x_t.shape
+    cond = dec.prepare(torch.randn(b, 16, h, w))
+    n = {"full": 3, "low_res": 1, "none": 1}[lookup]  # the pyramid, then the feature terms
+    assert len(cond) == 2 * n
+    assert [c.shape for c in cond[:n]] == [c.shape for c in cond[n:]]
+    x_t, t = torch.randn(b, K, 4 * h, 4 * w), torch.randint(0, 1000, (b,))
+    out = dec(x_t, t, cond)
+    assert out.shape == x_t.shape
+    # the pyramid alone: the terms are computed in forward, to the same result
+    torch.testing.assert_close(dec(x_t, t, cond[:n]), out, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("lookup", ["full", "low_res", "none"])
@@ -91,7 +96,7 @@ def test_bad_inputs():
     dec = decoder()
     pyramid = dec.prepare(torch.randn(2, 16, 2, 3))
     x, t = torch.randn(2, K, 8, 12), torch.tensor([1, 2])
-    with pytest.raises(KpdiffInputError, match="pyramid: expected the 3 tensors"):
+    with pytest.raises(KpdiffInputError, match=r"pyramid: expected the 6 tensors .* first 3"):
         dec(x, t, pyramid[:2])
     with pytest.raises(KpdiffInputError, match="pyramid"):
         dec(x, t, pyramid[0])

@@ -213,7 +213,8 @@ def test_diffpose_b_shapes_and_gradients():
     clips, heatmaps, weights = batch(model.config, b=1)
     cond = model.condition(clips)
     assert model.encoder(clips).shape == (1, 256, 16, 12)
-    assert [tuple(c.shape) for c in cond] == [(1, 128, 16, 12), (1, 64, 32, 24), (1, 32, 64, 48)]
+    pyramid = [(1, 128, 16, 12), (1, 64, 32, 24), (1, 32, 64, 48)]
+    assert [tuple(c.shape) for c in cond] == pyramid * 2  # the pyramid, then the feature terms
     x_t = torch.randn(1, 17, 64, 48)
     assert model.denoise(x_t, torch.tensor([999]), cond).shape == (1, 17, 64, 48)
     model.loss(clips, heatmaps, weights).backward()

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import kpdiff.lookup as lookup_module
 from kpdiff.errors import KpdiffInputError
-from kpdiff.kernels import lookup_concat
+from kpdiff.kernels import lookup_concat, lookup_mask
 from kpdiff.lookup import (
     ConvMixer,
     FeaturePyramid,
@@ -80,13 +80,42 @@ def test_lookup_goes_through_the_kernel_entry_point(monkeypatch):
 
     def spy(xbar, feat):
         calls.append((xbar.shape, feat.shape))
-        return lookup_concat(xbar, feat)
+        return lookup_mask(xbar, feat)
 
-    monkeypatch.setattr(lookup_module, "lookup_concat", spy)
+    monkeypatch.setattr(lookup_module, "lookup_mask", spy)
     LookupInteraction(8)(torch.randn(2, 8, 3, 4), torch.randn(2, 8, 3, 4))
     assert calls == [((2, 8, 3, 4), (2, 8, 3, 4))]
     LookupInteraction(8, lookup=False)(torch.randn(2, 8, 3, 4), torch.randn(2, 8, 3, 4))
     assert len(calls) == 1  # Direct: no lookup
+
+
+@pytest.mark.parametrize("mixer", ["conv", "transformer"])
+@pytest.mark.parametrize("lookup", [True, False])
+def test_split_fusion_is_fuse_of_the_concat(mixer, lookup):
+    """Fuse([A ⊙ 𝔽, 𝔽]) (or Fuse([x̄, 𝔽]) for Direct), computed as the paper writes it, equals
+    the block's split form, with the feature term computed there or passed in."""
+    torch.manual_seed(0)
+    block = LookupInteraction(8, out_dim=4, upsample=2, mixer=mixer, heads=2, lookup=lookup)
+    with torch.no_grad():  # a bias on the 1×1 projection, so the term must carry it
+        for p in block.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    xbar, feat = torch.randn(3, 8, 5, 4), torch.randn(3, 8, 5, 4)
+    x = lookup_concat(block.refine(xbar), feat) if lookup else torch.cat([xbar, feat], dim=1)
+    want = torch.nn.functional.interpolate(
+        block.out(block.fuse(x)), scale_factor=2, mode="bilinear", align_corners=False
+    )
+    torch.testing.assert_close(block(xbar, feat), want, rtol=1e-5, atol=1e-5)
+    term = block.feature_term(feat)
+    assert torch.equal(block(xbar, feat, term), block(xbar, feat))
+    with pytest.raises(KpdiffInputError, match="feature_term"):
+        block(xbar, feat, term[:, :4])
+
+
+@pytest.mark.parametrize("mixer", [ConvMixer(6, 4, depth=2), TokenMixer(6, 4, heads=2)])
+def test_mixers_continue_from_their_input_linear(mixer):
+    x = torch.randn(2, 6, 3, 5)
+    got = mixer.forward_from_input_linear(mixer.input_linear(x))
+    assert torch.equal(got, mixer(x))
 
 
 @pytest.mark.parametrize("mixer", ["conv", "transformer"])

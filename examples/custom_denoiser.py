@@ -120,18 +120,24 @@ class QuadrupedPose(nn.Module):
         self.sampler = EnsembleSampler(self.diffusion, self.codec, num_samples=10, steps=4)
 
     def condition(self, clips: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Clips ``[B, T, 3, H, W]`` (T = 1 here) → the pyramid of the key frame's features."""
+        """Clips ``[B, T, 3, H, W]`` (T = 1 here) → the pyramid of the key frame's features,
+        then each block's feature term (𝔽ʲ's share of its fusion): all step-invariant."""
         key = clips[:, clips.shape[1] // 2]
-        return self.pyramid(self.backbone(key))
+        pyramid = self.pyramid(self.backbone(key))
+        terms = [block.feature_term(f) for block, f in zip(self.blocks, pyramid, strict=True)]
+        return (*pyramid, *terms)
 
     def forward(
         self, x_t: torch.Tensor, t: torch.Tensor, cond: Sequence[torch.Tensor]
     ) -> torch.Tensor:
         """The denoiser: noisy heatmaps ``[B, K, 24, 32]`` (signal units), steps ``[B]`` → x̂₀."""
         xbar = self.rescale(x_t, t)
+        n = len(self.blocks)  # cond = (𝔽¹, 𝔽², T¹, T²)
         outs = [
-            block(embed(xbar), feat)  # ℱʲ = Up(Fuse([Aʲ ⊙ 𝔽ʲ, 𝔽ʲ])), Aʲ = sigmoid(max_c x̄ʲ)
-            for embed, block, feat in zip(self.embeds, self.blocks, cond, strict=True)
+            block(embed(xbar), feat, term)  # ℱʲ = Up(Fuse([Aʲ ⊙ 𝔽ʲ, 𝔽ʲ])), Aʲ = sigmoid(max_c x̄ʲ)
+            for embed, block, feat, term in zip(
+                self.embeds, self.blocks, cond[:n], cond[n:], strict=True
+            )
         ]
         return self.head(self.fusion(outs))
 

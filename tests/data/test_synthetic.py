@@ -202,8 +202,66 @@ def test_quadruped_and_user_schema(tmp_path: Path) -> None:
         ("image_size", (10, 10)),
         ("blur_prob", 1.5),
         ("persons_per_video", (3, 1)),
+        ("head_scale", 0.0),
+        ("split_sizes", {"train": (0, 5)}),
     ],
 )
 def test_bad_config(field: str, value: object) -> None:
     with pytest.raises(KpdiffInputError, match=field):
         SyntheticConfig(**{field: value})
+
+
+def test_head_scale_scales_head_boxes_only(busy: Path, tmp_path: Path) -> None:
+    unscaled = build_synthetic_dataset(
+        tmp_path / "v1", replace(BUSY, head_scale=1.0, num_videos=2), splits=("val",)
+    )
+    frame = "images/val/020001_synthetic/000004.jpg"
+    assert (unscaled / frame).read_bytes() == (busy / frame).read_bytes()  # same images
+    ratios = []
+    scaled = {v.name: v for v in read_posetrack(busy / "annotations" / "val")}
+    for video in read_posetrack(unscaled / "annotations" / "val"):
+        for f, g in zip(video.frames, scaled[video.name].frames, strict=True):
+            for p, q in zip(f.persons, g.persons, strict=True):
+                np.testing.assert_array_equal(p.keypoints, q.keypoints)
+                (a0, b0, a1, b1), (c0, d0, c1, d1) = p.head_box, q.head_box
+                assert abs((a0 + a1) - (c0 + c1)) < 0.03 and abs((b0 + b1) - (d0 + d1)) < 0.03
+                ratios.append(np.hypot(c1 - c0, d1 - d0) / np.hypot(a1 - a0, b1 - b0))
+    assert len(ratios) > 20
+    np.testing.assert_allclose(ratios, BUSY.head_scale, rtol=0.02)
+
+
+def test_split_sizes_and_workers_do_not_change_a_split(busy: Path, tmp_path: Path) -> None:
+    cfg = replace(BUSY, split_sizes={"train": (6, 3)})
+    parallel = build_synthetic_dataset(tmp_path / "p", cfg, splits=("train", "val"), workers=2)
+    serial = build_synthetic_dataset(tmp_path / "s", cfg, splits=("train", "val"), workers=1)
+    assert _files(parallel) == _files(serial)
+    videos = read_posetrack(parallel / "annotations" / "train")
+    assert len(videos) == 6 and all(len(v.frames) == 3 for v in videos)
+    files = _files(parallel)
+    # The validation split is the one built alone, whatever the training split's size.
+    assert {k: v for k, v in files.items() if "/val" in k or k.startswith("images/val")} == {
+        k: v for k, v in _files(busy).items() if "/val" in k or k.startswith("images/val")
+    }
+
+
+def test_train_and_val_share_no_random_draw(tmp_path: Path) -> None:
+    """Video i of train and of val come from different streams: no background, figure or
+    motion in common (the first frames differ everywhere, the poses differ)."""
+    cfg = replace(BUSY, num_videos=3, frames_per_video=2, occluder_prob=0.0, blur_prob=0.0)
+    root = build_synthetic_dataset(tmp_path / "ds", cfg, splits=("train", "val"), workers=1)
+    frames = {
+        split: [cv2.imread(str(p)).astype(np.int16) for p in
+                sorted((root / "images" / split).glob("*/000000.jpg"))]
+        for split in ("train", "val")
+    }  # fmt: skip
+    for a in frames["train"]:
+        for b in frames["val"]:
+            assert np.mean(np.abs(a - b) < 3) < 0.2  # at most chance agreement of pixels
+    poses = {
+        split: [p.keypoints for v in read_posetrack(root / "annotations" / split)
+                for p in v.frames[0].persons]
+        for split in ("train", "val")
+    }  # fmt: skip
+    for a in poses["train"]:
+        for b in poses["val"]:
+            assert not np.allclose(a, b)

@@ -75,6 +75,7 @@ def save_checkpoint(
     keep: int = 2,
     rng_states: list[dict[str, Any]] | None = None,
     scaler: Any | None = None,
+    ema: nn.Module | None = None,
 ) -> Path:
     """Write a complete checkpoint and point ``checkpoints/latest`` at it.
 
@@ -88,6 +89,7 @@ def save_checkpoint(
         rng_states: every rank's :func:`get_rng_state`, in rank order (a distributed run);
             default: this process' only.
         scaler: the fp16 ``GradScaler``, whose state is saved too, or ``None``.
+        ema: the weight average (``torch.optim.swa_utils.AveragedModel``), or ``None``.
 
     Returns:
         The checkpoint folder.
@@ -110,6 +112,8 @@ def save_checkpoint(
         }
         if scaler is not None:
             state["scaler"] = scaler.state_dict()
+        if ema is not None:
+            state["ema"] = ema.state_dict()
         torch.save(state, tmp / "training_state.pt")
         save_config(config, tmp / "experiment.yaml")
         mask = current_umask()  # mkdtemp / mkstemp make private files; honour the umask

@@ -68,8 +68,10 @@ class DataConfig:
         schema: keypoint schema name. Default ``"posetrack"``.
         synthetic: build the built-in synthetic dataset at ``root`` when it is not there yet.
             Default ``True``.
-        synthetic_videos: videos per split of the synthetic set. Default ``20``.
-        synthetic_frames: frames per synthetic video. Default ``30``.
+        synthetic_videos: videos of the synthetic training split. Default ``20``.
+        synthetic_frames: frames per synthetic training video. Default ``30``.
+        synthetic_val_videos / synthetic_val_frames: the same for the validation split;
+            ``None``: as the training split. Default ``None``.
         synthetic_seed: seed of the synthetic set. Default ``0``.
         train_split / val_split: split names. Defaults ``"train"``, ``"val"``.
         val_boxes: ``"gt"`` (ground-truth boxes) or the path of a detector-box JSON file
@@ -87,6 +89,8 @@ class DataConfig:
     synthetic: bool = True
     synthetic_videos: int = 20
     synthetic_frames: int = 30
+    synthetic_val_videos: int | None = None
+    synthetic_val_frames: int | None = None
     synthetic_seed: int = 0
     train_split: str = "train"
     val_split: str = "val"
@@ -99,10 +103,10 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW with a milestone (step) schedule, the DiffPose recipe.
+    """AdamW with a milestone (step) schedule, the DiffPose recipe; or warm-up and cosine decay.
 
     Args:
-        lr: initial learning rate. Default ``5e-4``.
+        lr: initial (peak) learning rate. Default ``5e-4``.
         weight_decay: AdamW weight decay. Default ``1e-4``.
         epochs: training epochs. Default ``60``.
         milestones: epochs at which the lr is multiplied by ``gamma``. Default ``(20, 40)``.
@@ -110,6 +114,16 @@ class OptimConfig:
         batch_size: clips per step (per process). Default ``32``.
         grad_clip: max gradient norm, ``None`` for none. Default ``1.0``.
         max_steps: stop after this many steps in total (``None``: all epochs). Default ``None``.
+        schedule: ``"step"`` (``milestones`` × ``gamma``, per epoch: the paper's) or
+            ``"cosine"`` (per step, from ``lr`` to ``lr × min_lr_ratio`` over the run).
+            Default ``"step"``.
+        warmup_steps: linear warm-up from ``lr / warmup_steps`` over the first steps.
+            Default ``0``.
+        min_lr_ratio: the cosine schedule's final lr over ``lr``. Default ``0.01``.
+        ema_decay: keep an exponential moving average of the weights with this decay (ramped up
+            as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates); validation, ``best/``
+            and the final model then use the averaged weights. ``None``: no average.
+            Default ``None``.
     """
 
     lr: float = 5e-4
@@ -120,6 +134,10 @@ class OptimConfig:
     batch_size: int = 32
     grad_clip: float | None = 1.0
     max_steps: int | None = None
+    schedule: str = "step"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.01
+    ema_decay: float | None = None
 
 
 @dataclass
@@ -275,6 +293,7 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Experiment
 _CHOICES = {
     ("data", "edge"): ("clamp", "repeat"),
     ("runtime", "amp"): ("bf16", "fp16", "none"),
+    ("optim", "schedule"): ("step", "cosine"),
 }
 
 
@@ -296,6 +315,19 @@ def _check_values(config: ExperimentConfig) -> None:
                           ("runtime", "log_every")):  # fmt: skip
         if getattr(getattr(config, section), name) < 1:
             raise KpdiffInputError(f"{section}.{name}: expected >= 1")
+    optim = config.optim
+    if optim.warmup_steps < 0 or not 0 <= optim.min_lr_ratio <= 1:
+        raise KpdiffInputError("optim.warmup_steps: expected >= 0; optim.min_lr_ratio: in [0, 1]")
+    if optim.ema_decay is not None and not 0 < optim.ema_decay < 1:
+        raise KpdiffInputError(
+            f"optim.ema_decay: expected in (0, 1) or null, got {optim.ema_decay}"
+        )
+    data = config.data
+    for name in ("synthetic_videos", "synthetic_frames", "synthetic_val_videos",
+                 "synthetic_val_frames"):  # fmt: skip
+        value = getattr(data, name)
+        if value is not None and value < 1:
+            raise KpdiffInputError(f"data.{name}: expected >= 1, got {value}")
     if config.eval.max_clips is not None and config.eval.max_clips < 1:
         raise KpdiffInputError("eval.max_clips: expected >= 1 or null (all clips)")
     from kpdiff.diffpose import PRESETS  # the model's options (imported late: timm, diffusers)

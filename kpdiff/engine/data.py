@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch.utils.data import Dataset
@@ -23,12 +23,21 @@ __all__ = ["Datasets", "build_model", "ensure_dataset", "prepare_datasets"]
 
 @dataclass
 class Datasets:
-    """The training clips, the validation clips and the validation ground truth."""
+    """The training clips, the validation clips and the ground truth of both.
+
+    Attributes:
+        train: augmented training clips; ``val``: validation clips (no augmentation);
+        val_videos / train_videos: their ground truth (``train_videos`` is empty when the
+        training split was not read); ``train_eval``: the training clips without augmentation
+        (ground-truth boxes), to measure the train AP beside the validation AP.
+    """
 
     train: Dataset
     val: TopDownClipDataset | None
     val_videos: list[VideoAnnotation]
     schema: KeypointSchema
+    train_videos: list[VideoAnnotation] = field(default_factory=list)
+    train_eval: TopDownClipDataset | None = None
 
 
 def build_model(config: ExperimentConfig, *, num_keypoints: int | None = None) -> DiffPose:
@@ -48,6 +57,8 @@ def ensure_dataset(config: ExperimentConfig, info: DistInfo | None = None) -> Pa
     root = Path(data.root)
     if data.synthetic:
         if info is None or info.is_main:
+            val = (data.synthetic_val_videos or data.synthetic_videos,
+                   data.synthetic_val_frames or data.synthetic_frames)  # fmt: skip
             build_synthetic_dataset(
                 root,
                 SyntheticConfig(
@@ -55,6 +66,7 @@ def ensure_dataset(config: ExperimentConfig, info: DistInfo | None = None) -> Pa
                     frames_per_video=data.synthetic_frames,
                     seed=data.synthetic_seed,
                     schema=data.schema,
+                    split_sizes={data.val_split: val} if data.val_split != data.train_split else {},
                 ),
                 splits=tuple(dict.fromkeys([data.train_split, data.val_split])),
             )
@@ -81,15 +93,21 @@ def prepare_datasets(
     codec = GaussianHeatmapCodec(model_cfg.heatmap_size, stride=4, sigma=model_cfg.sigma)
     common = {"schema": schema, "config": clip_cfg, "codec": codec}
     train_set: Dataset = TopDownClipDataset([], **common)
+    train_videos: list[VideoAnnotation] = []
+    train_eval = None
     if train:
         train_videos = read_posetrack(root, split=config.data.train_split, schema=schema)
         train_set = TopDownClipDataset.from_videos(
             train_videos, root, augment=config.data.augment, **common
         )
+        train_eval = TopDownClipDataset.from_videos(train_videos, root, **common)
     val_videos = read_posetrack(root, split=config.data.val_split, schema=schema)
     boxes = resolve_boxes(config.data.val_boxes, root)
     val = TopDownClipDataset.from_videos(val_videos, root, detections=boxes, **common)
-    return Datasets(train=train_set, val=val, val_videos=val_videos, schema=schema)
+    return Datasets(
+        train=train_set, val=val, val_videos=val_videos, schema=schema,
+        train_videos=train_videos, train_eval=train_eval,
+    )  # fmt: skip
 
 
 def resolve_boxes(val_boxes: str, root: Path) -> Path | None:

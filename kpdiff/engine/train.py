@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Sampler
 
 from kpdiff.engine.checkpoint import (
@@ -180,9 +181,17 @@ def train(
     opt_cfg = config.optim
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=opt_cfg.lr, weight_decay=opt_cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=list(opt_cfg.milestones), gamma=opt_cfg.gamma
-    )
+    per_epoch = math.ceil(len(datasets.train) / info.world_size) // opt_cfg.batch_size
+    if per_epoch == 0:
+        raise KpdiffInputError(
+            f"optim.batch_size: {opt_cfg.batch_size} is larger than the {len(datasets.train)} "
+            f"training clips per process"
+        )
+    total = opt_cfg.epochs * per_epoch
+    if opt_cfg.max_steps is not None:
+        total = min(total, opt_cfg.max_steps)
+    scheduler, per_step = _lr_schedule(optimizer, opt_cfg, total, per_epoch)
+    ema = _ema_model(model, opt_cfg.ema_decay)
     amp = _autocast_dtype(config, info.device)
     # fp16 gradients underflow without loss scaling (bf16 and fp32 need none).
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp == torch.float16)
@@ -198,6 +207,10 @@ def train(
             scheduler.load_state_dict(state["scheduler"])
             if state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
+            if ema is not None:
+                if "ema" not in state:
+                    raise KeyError("ema (the checkpoint has no weight average)")
+                ema.load_state_dict(state["ema"])
         except (ValueError, KeyError) as err:
             raise KpdiffInputError(
                 f"{ckpt}: its optimizer state does not fit this config ({err}); was it written "
@@ -219,15 +232,6 @@ def train(
     log = _MetricsLog(out / "metrics.jsonl", enabled=info.is_main)
     # A fresh run starts a new log; a resumed one drops what was logged after its checkpoint.
     log.start(keep_until=counters["step"] if resume else None)
-    per_epoch = math.ceil(len(datasets.train) / info.world_size) // opt_cfg.batch_size
-    if per_epoch == 0:
-        raise KpdiffInputError(
-            f"optim.batch_size: {opt_cfg.batch_size} is larger than the {len(datasets.train)} "
-            f"training clips per process"
-        )
-    total = opt_cfg.epochs * per_epoch
-    if opt_cfg.max_steps is not None:
-        total = min(total, opt_cfg.max_steps)
     losses: dict[int, float] = {}
     bar = _Progress(total, enabled=info.is_main and config.runtime.progress)
     bar.update(counters["step"])
@@ -268,22 +272,27 @@ def train(
             if opt_cfg.grad_clip is not None:
                 scaler.unscale_(optimizer)  # clip the true gradients
                 grad_norm = float(nn.utils.clip_grad_norm_(params, opt_cfg.grad_clip))
+            lr = optimizer.param_groups[0]["lr"]  # the lr of this step
             scaler.step(optimizer)  # skipped when fp16 gradients overflowed
             scaler.update()
+            if per_step:
+                scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
             counters["step"] += 1
             counters["batch_in_epoch"] += 1
             step = counters["step"]
             value = mean(loss.item(), info)
             losses[step] = value
             window_samples += len(clips) * info.world_size
-            bar.update(1, loss=value, lr=optimizer.param_groups[0]["lr"])
+            bar.update(1, loss=value, lr=lr)
             if step % config.runtime.log_every == 0 or step == total:
                 rate = window_samples / max(time.perf_counter() - window_start, 1e-9)
                 log.write(
                     step=step,
                     epoch=epoch,
                     loss=value,
-                    lr=optimizer.param_groups[0]["lr"],
+                    lr=lr,
                     grad_norm=grad_norm,
                     samples_per_s=round(rate, 2),
                 )
@@ -297,14 +306,15 @@ def train(
         if counters["batch_in_epoch"] >= per_epoch:  # epoch complete
             counters["epoch"] += 1
             counters["batch_in_epoch"] = 0
-            scheduler.step()
+            if not per_step:
+                scheduler.step()
         finished = counters["step"] >= total
         every = config.eval.every
         if datasets.val is not None and (
             finished
             or (every > 0 and counters["epoch"] % every == 0 and counters["batch_in_epoch"] == 0)
         ):
-            _validate(model, datasets, config, info, counters, out, log, amp)
+            _validate(_averaged(model, ema), datasets, config, info, counters, out, log, amp)
         rng_states = all_gather_objects(get_rng_state(), info)  # every rank's, for exact resume
         if info.is_main:
             save_checkpoint(
@@ -316,11 +326,12 @@ def train(
                 counters=counters,
                 rng_states=rng_states,
                 scaler=scaler if scaler.is_enabled() else None,
+                ema=ema,
             )
         barrier()
     bar.close()
     if info.is_main and datasets.val is None:
-        save_model(model, out / "best")  # no validation: the final model is the result
+        save_model(_averaged(model, ema), out / "best")  # no validation: the final model
     return TrainResult(out, losses, counters["best"], counters["step"], _since(start_time))
 
 
@@ -361,6 +372,55 @@ def _validate(
     if info.distributed:
         torch.distributed.broadcast_object_list(best, src=0)
     counters["best"] = best[0]
+
+
+def _lr_schedule(
+    optimizer: torch.optim.Optimizer, opt: Any, total: int, per_epoch: int
+) -> tuple[torch.optim.lr_scheduler.LRScheduler, bool]:
+    """The lr schedule of ``optim`` and whether it steps per step (else per epoch).
+
+    ``"step"`` without warm-up is the paper's ``MultiStepLR`` over epochs; warm-up or
+    ``"cosine"`` give a per-step ``LambdaLR``: ``(s + 1) / warmup`` during warm-up, then the
+    milestone factor of the step's epoch, or ``r + (1 − r) · (1 + cos(π · p)) / 2`` with ``p``
+    the share of the post-warm-up steps done (the last warm-up step is at the peak, the last
+    step at ``lr · r``) and ``r = min_lr_ratio``.
+    """
+    if opt.schedule == "step" and opt.warmup_steps == 0:
+        milestones = list(opt.milestones)
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, opt.gamma), False
+    warmup, ratio = opt.warmup_steps, opt.min_lr_ratio
+
+    def factor(step: int) -> float:
+        ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
+        if opt.schedule == "cosine":
+            done = min(1.0, max(0, step + 1 - warmup) / max(1, total - warmup))
+            return ramp * (ratio + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * done)))
+        epoch = step // per_epoch
+        return ramp * opt.gamma ** sum(epoch >= m for m in opt.milestones)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), True
+
+
+def _ema_model(model: nn.Module, decay: float | None) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s weights and buffers, or ``None``.
+
+    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so the random
+    initial weights do not linger in a short run's average.
+    """
+    if decay is None:
+        return None
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: Any) -> None:
+        d = min(decay, (1 + int(n)) / (10 + int(n)))
+        torch._foreach_lerp_(averaged, current, 1 - d)
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+
+
+def _averaged(model: nn.Module, ema: AveragedModel | None) -> nn.Module:
+    """The model to validate and save: the weight average when there is one."""
+    return model if ema is None else ema.module
 
 
 def _load_weights(model: nn.Module, checkpoint: Path) -> None:

@@ -139,3 +139,37 @@ def test_resume_of_another_configs_checkpoint_is_a_one_line_error(make_config, t
     message = str(err.value)
     assert "\n" not in message and "another" in message
     assert str(latest_checkpoint(cfg.runtime.output_dir)) in message
+
+
+def _recipe(cfg):
+    """The demo's recipe: warm-up, cosine decay, a weight average, t-bias and self-alignment."""
+    cfg.optim.schedule, cfg.optim.warmup_steps, cfg.optim.ema_decay = "cosine", 2, 0.9
+    cfg.model.overrides = {"t_power": 2.0, "self_align": 0.5}
+    cfg.eval.every = 1
+    return cfg
+
+
+def test_resume_is_exact_with_cosine_schedule_and_weight_average(tiny_data, tmp_path):
+    full_cfg = _recipe(tiny_experiment(tiny_data, tmp_path / "full"))
+    full = train(full_cfg)
+    cfg = _recipe(tiny_experiment(tiny_data, tmp_path / "run"))
+    part = train(cfg, stop_after=5)
+    rest = train(cfg, resume=True)
+    assert {**part.losses, **rest.losses} == full.losses
+    assert rest.best_ap == full.best_ap
+    assert_same_weights(weights(cfg.runtime.output_dir), weights(full_cfg.runtime.output_dir))
+    state = load_training_state(latest_checkpoint(cfg.runtime.output_dir))
+    full_state = load_training_state(latest_checkpoint(full_cfg.runtime.output_dir))
+    assert_same_weights(state["ema"], full_state["ema"])
+    # best/ holds the average, which differs from the raw weights it tracks
+    best = DiffPose.from_pretrained(Path(cfg.runtime.output_dir) / "best").state_dict()
+    raw = weights(cfg.runtime.output_dir)
+    assert any(not torch.equal(best[k], raw[k]) for k in raw)
+
+
+def test_resume_without_the_weight_average_is_one_line_error(tiny_data, tmp_path):
+    cfg = tiny_experiment(tiny_data, tmp_path / "run")
+    train(cfg, stop_after=4)
+    cfg.optim.ema_decay = 0.9
+    with pytest.raises(KpdiffInputError, match="weight average"):
+        train(cfg, resume=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -281,3 +283,39 @@ def test_a_model_without_loss_is_refused(make_config):
 
     with pytest.raises(KpdiffInputError, match=r"model: expected an nn\.Module with condition"):
         train(make_config(), model=NoLoss())
+
+
+def test_warmup_and_cosine_schedule_per_step(make_config, tiny_datasets):
+    cfg = make_config()  # 9 steps
+    cfg.optim.schedule, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio = "cosine", 3, 0.1
+    train(cfg, datasets=tiny_datasets)
+    lrs = [r["lr"] for r in records(Path(cfg.runtime.output_dir)) if "loss" in r]
+    peak = cfg.optim.lr
+    assert lrs[:3] == pytest.approx([peak / 3, 2 * peak / 3, peak])  # linear warm-up
+    assert all(a > b for a, b in itertools.pairwise(lrs[2:]))  # then decays
+    # step s (1-based) after warm-up: r + (1 - r)(1 + cos(pi (s - 3) / 6)) / 2, down to r
+    assert lrs[4] == pytest.approx(peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 2 / 6))))
+    assert lrs[-1] == pytest.approx(peak * 0.1)
+
+
+def test_warmup_with_milestones_keeps_the_milestones(make_config, tiny_datasets):
+    cfg = make_config()  # 3 epochs x 3 steps, lr x0.1 after epoch 2
+    cfg.optim.warmup_steps = 2
+    train(cfg, datasets=tiny_datasets)
+    lrs = [r["lr"] for r in records(Path(cfg.runtime.output_dir)) if "loss" in r]
+    assert lrs == pytest.approx([5e-4] + [1e-3] * 5 + [1e-4] * 3)
+
+
+def test_weight_average_is_validated_and_saved(make_config, tiny_datasets):
+    cfg = make_config()
+    cfg.optim.max_steps, cfg.optim.ema_decay = 3, 0.5
+    train(cfg, datasets=tiny_datasets)
+    run = Path(cfg.runtime.output_dir)
+    best = DiffPose.from_pretrained(run / "best").state_dict()
+    state = load_training_state(latest_checkpoint(run))
+    # n_averaged and the averaged module's tensors; best/ holds exactly the average
+    assert int(state["ema"]["n_averaged"]) == 3
+    for k, v in best.items():
+        assert torch.equal(state["ema"][f"module.{k}"], v), k
+    raw = DiffPose.from_pretrained(latest_checkpoint(run)).state_dict()
+    assert any(not torch.equal(best[k], raw[k]) for k in raw)

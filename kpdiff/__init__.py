@@ -24,6 +24,7 @@ from kpdiff.lookup import (
     ScaleFusion,
     TokenMixer,
 )
+from kpdiff.regressor import HeatmapRegressor
 from kpdiff.sampling import EnsembleResult, EnsembleSampler, repeat_cond
 
 __version__ = "0.1.0"
@@ -41,6 +42,7 @@ __all__ = [
     "GaussianHeatmapCodec",
     "HeatmapDiffusion",
     "HeatmapEmbed",
+    "HeatmapRegressor",
     "KpdiffError",
     "KpdiffInputError",
     "LookupInteraction",

@@ -14,7 +14,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -27,9 +27,10 @@ from kpdiff.errors import KpdiffInputError, check_shape
 from kpdiff.io import atomic_path, write_text_atomic
 from kpdiff.sampling import EnsembleResult, EnsembleSampler
 
-__all__ = ["PRESETS", "DiffPose", "DiffPoseConfig"]
+__all__ = ["PRESETS", "DiffPose", "DiffPoseConfig", "PretrainedMixin"]
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
+_M = TypeVar("_M", bound="PretrainedMixin")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,12 @@ class DiffPoseConfig:
         num_samples: N, hypotheses averaged by :meth:`DiffPose.predict`. Default ``10``.
         steps: DDIM steps of :meth:`DiffPose.predict`. Default ``4``.
         eta: DDIM's η. Default ``0.0``.
+        t_power: training timesteps t = ⌊T · u^(1/p)⌋: ``1`` is the paper's uniform t, ``> 1``
+            trains more often at high noise (see :meth:`HeatmapDiffusion.loss`). Default ``1.0``.
+        self_align: share of training samples whose x_t comes from the model's own first x̂₀
+            (self-aligned denoising; see :meth:`HeatmapDiffusion.loss`). Default ``0.0``.
+        renew: between sampling steps, re-render clean Gaussians at the decoded peaks of x̂₀
+            (see :class:`~kpdiff.EnsembleSampler`). Default ``False``.
     """
 
     num_keypoints: int = 17
@@ -89,6 +96,9 @@ class DiffPoseConfig:
     num_samples: int = 10
     steps: int = 4
     eta: float = 0.0
+    t_power: float = 1.0
+    self_align: float = 0.0
+    renew: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_size", tuple(self.input_size))
@@ -102,6 +112,11 @@ class DiffPoseConfig:
             raise KpdiffInputError(f"fusion: expected 'sum' or 'concat', got {self.fusion!r}")
         if self.num_keypoints < 1:
             raise KpdiffInputError(f"num_keypoints: expected >= 1, got {self.num_keypoints}")
+        if not self.t_power > 0 or not 0 <= self.self_align <= 1:
+            raise KpdiffInputError(
+                f"t_power: expected > 0, got {self.t_power}; self_align: expected in [0, 1], "
+                f"got {self.self_align}"
+            )
 
     @property
     def heatmap_size(self) -> tuple[int, int]:
@@ -151,97 +166,12 @@ PRESETS: dict[str, DiffPoseConfig] = {
 }
 
 
-class DiffPose(nn.Module):
-    """SpatioTemporal diffusion model for video pose estimation.
-
-    ``DiffPose(num_keypoints=17, delta=2, …)``, ``DiffPose(config)``, ``DiffPose(config, delta=0)``
-    or ``DiffPose.from_preset("diffpose-tiny", lookup="none")``.
+class PretrainedMixin(nn.Module):
+    """``save_pretrained`` / ``from_pretrained`` for a module built as ``cls(config)`` from a
+    :class:`DiffPoseConfig` held in ``self.config`` (:class:`DiffPose`, :class:`HeatmapRegressor`).
     """
 
-    def __init__(self, config: DiffPoseConfig | None = None, /, **overrides: Any) -> None:
-        super().__init__()
-        c = self.config = (config or DiffPoseConfig()).replace(**overrides)
-        self.encoder = SpatioTemporalEncoder(
-            backbone=c.backbone, backbone_kwargs=c.backbone_kwargs, input_size=c.input_size,
-            delta=c.delta, dim=c.dim, depth=c.encoder_depth, heads=c.encoder_heads,
-            mlp_ratio=c.mlp_ratio, freeze_backbone=c.freeze_backbone,
-            gradient_checkpointing=c.gradient_checkpointing,
-        )  # fmt: skip
-        self.decoder = PoseDecoder(
-            num_keypoints=c.num_keypoints, feat_dim=c.dim, dims=c.decoder_dims, lookup=c.lookup,
-            fusion=c.fusion, depth=c.decoder_depth, heads=c.decoder_heads,
-            background=-c.signal_scale,
-        )  # fmt: skip
-        self.codec = GaussianHeatmapCodec(c.heatmap_size, stride=4, sigma=c.sigma, refine=c.refine)
-        self.diffusion = HeatmapDiffusion(
-            default_scheduler(c.num_train_timesteps, c.signal_scale),
-            signal=SignalRange(c.signal_scale),
-        )
-        self.sampler = EnsembleSampler(
-            self.diffusion, self.codec, num_samples=c.num_samples, steps=c.steps, eta=c.eta
-        )
-
-    @classmethod
-    def from_preset(cls, name: str, /, **overrides: Any) -> DiffPose:
-        """A model from :data:`PRESETS` (``"diffpose-b"``, ``"diffpose-tiny"``), with overrides."""
-        if name not in PRESETS:
-            raise KpdiffInputError(f"preset: expected one of {sorted(PRESETS)}, got {name!r}")
-        return cls(PRESETS[name], **overrides)
-
-    def condition(self, clips: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The step-invariant condition, once per clip: ``clips [B, 2δ+1, 3, H, W]`` → the
-        decoder's pyramid (𝔽ʲ of 𝔽 = encoder(clips)). Reuse it across N and ``steps``."""
-        return self.decoder.prepare(self.encoder(clips))
-
-    def denoise(
-        self, x_t: torch.Tensor, t: torch.Tensor, cond: tuple[torch.Tensor, ...]
-    ) -> torch.Tensor:
-        """The :class:`~kpdiff.Denoiser`: ``x_t [B, K, H/4, W/4]``, ``t [B]`` → x̂₀ (signal)."""
-        return self.decoder(x_t, t, cond)
-
-    def loss(
-        self,
-        clips: torch.Tensor,
-        heatmaps: torch.Tensor,
-        weights: torch.Tensor | None = None,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """x₀-prediction loss: ``clips [B, T, 3, H, W]``, target ``heatmaps [B, K, H/4, W/4]``
-        in ``[0, 1]`` (key frame), ``weights [B, K]`` (default ones) → scalar."""
-        self.encoder.check_clips(clips)
-        self._check_heatmaps(heatmaps, clips.shape[0])
-        return self.diffusion.loss(
-            self.denoise, heatmaps, self.condition(clips), weights, generator=generator
-        )
-
-    @torch.no_grad()
-    def predict(
-        self,
-        clips: torch.Tensor | None = None,
-        *,
-        num_samples: int | None = None,
-        steps: int | None = None,
-        generator: torch.Generator | None = None,
-        cond: tuple[torch.Tensor, ...] | None = None,
-        keep_hypotheses: bool = False,
-    ) -> EnsembleResult:
-        """Keypoints of the key frames: ``keypoints [B, K, 2]`` (crop pixels), ``scores``,
-        ``spread [B, K]``, ``heatmaps [B, K, H/4, W/4]``. N and ``steps`` default to the
-        config's (10, 4); pass ``cond`` (from :meth:`condition`) to skip the encoder."""
-        if cond is None:
-            if clips is None:
-                raise KpdiffInputError("predict: expected clips or cond, got neither")
-            cond = self.condition(clips)
-        if not isinstance(cond, (tuple, list)) or not cond:
-            raise KpdiffInputError(
-                f"cond: expected the tuple from DiffPose.condition, got {type(cond).__name__}"
-            )
-        shape = (cond[0].shape[0], self.config.num_keypoints, *self.config.heatmap_size)
-        return self.sampler(
-            self.denoise, cond, shape, num_samples=num_samples, steps=steps,
-            generator=generator, keep_hypotheses=keep_hypotheses,
-        )  # fmt: skip
+    config: DiffPoseConfig
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically)."""
@@ -256,8 +186,8 @@ class DiffPose(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, *, map_location: str | torch.device = "cpu"
-    ) -> DiffPose:
+        cls: type[_M], directory: str | Path, *, map_location: str | torch.device = "cpu"
+    ) -> _M:
         """Load what :meth:`save_pretrained` wrote; missing files or a config that does not
         match the weights raise :class:`KpdiffInputError`."""
         from safetensors.torch import load_file
@@ -290,6 +220,101 @@ class DiffPose(nn.Module):
             )
         model.load_state_dict(state)
         return model.to(map_location)
+
+
+class DiffPose(PretrainedMixin):
+    """SpatioTemporal diffusion model for video pose estimation.
+
+    ``DiffPose(num_keypoints=17, delta=2, …)``, ``DiffPose(config)``, ``DiffPose(config, delta=0)``
+    or ``DiffPose.from_preset("diffpose-tiny", lookup="none")``.
+    """
+
+    def __init__(self, config: DiffPoseConfig | None = None, /, **overrides: Any) -> None:
+        super().__init__()
+        c = self.config = (config or DiffPoseConfig()).replace(**overrides)
+        self.encoder = SpatioTemporalEncoder(
+            backbone=c.backbone, backbone_kwargs=c.backbone_kwargs, input_size=c.input_size,
+            delta=c.delta, dim=c.dim, depth=c.encoder_depth, heads=c.encoder_heads,
+            mlp_ratio=c.mlp_ratio, freeze_backbone=c.freeze_backbone,
+            gradient_checkpointing=c.gradient_checkpointing,
+        )  # fmt: skip
+        self.decoder = PoseDecoder(
+            num_keypoints=c.num_keypoints, feat_dim=c.dim, dims=c.decoder_dims, lookup=c.lookup,
+            fusion=c.fusion, depth=c.decoder_depth, heads=c.decoder_heads,
+            background=-c.signal_scale,
+        )  # fmt: skip
+        self.codec = GaussianHeatmapCodec(c.heatmap_size, stride=4, sigma=c.sigma, refine=c.refine)
+        self.diffusion = HeatmapDiffusion(
+            default_scheduler(c.num_train_timesteps, c.signal_scale),
+            signal=SignalRange(c.signal_scale),
+        )
+        self.sampler = EnsembleSampler(
+            self.diffusion, self.codec, num_samples=c.num_samples, steps=c.steps, eta=c.eta,
+            renew=c.renew,
+        )  # fmt: skip
+
+    @classmethod
+    def from_preset(cls, name: str, /, **overrides: Any) -> DiffPose:
+        """A model from :data:`PRESETS` (``"diffpose-b"``, ``"diffpose-tiny"``), with overrides."""
+        if name not in PRESETS:
+            raise KpdiffInputError(f"preset: expected one of {sorted(PRESETS)}, got {name!r}")
+        return cls(PRESETS[name], **overrides)
+
+    def condition(self, clips: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The step-invariant condition, once per clip: ``clips [B, 2δ+1, 3, H, W]`` → the
+        decoder's pyramid (𝔽ʲ of 𝔽 = encoder(clips)). Reuse it across N and ``steps``."""
+        return self.decoder.prepare(self.encoder(clips))
+
+    def denoise(
+        self, x_t: torch.Tensor, t: torch.Tensor, cond: tuple[torch.Tensor, ...]
+    ) -> torch.Tensor:
+        """The :class:`~kpdiff.Denoiser`: ``x_t [B, K, H/4, W/4]``, ``t [B]`` → x̂₀ (signal)."""
+        return self.decoder(x_t, t, cond)
+
+    def loss(
+        self,
+        clips: torch.Tensor,
+        heatmaps: torch.Tensor,
+        weights: torch.Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """x₀-prediction loss: ``clips [B, T, 3, H, W]``, target ``heatmaps [B, K, H/4, W/4]``
+        in ``[0, 1]`` (key frame), ``weights [B, K]`` (default ones) → scalar."""
+        self.encoder.check_clips(clips)
+        self._check_heatmaps(heatmaps, clips.shape[0])
+        return self.diffusion.loss(
+            self.denoise, heatmaps, self.condition(clips), weights, generator=generator,
+            t_power=self.config.t_power, self_align=self.config.self_align,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def predict(
+        self,
+        clips: torch.Tensor | None = None,
+        *,
+        num_samples: int | None = None,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        cond: tuple[torch.Tensor, ...] | None = None,
+        keep_hypotheses: bool = False,
+    ) -> EnsembleResult:
+        """Keypoints of the key frames: ``keypoints [B, K, 2]`` (crop pixels), ``scores``,
+        ``spread [B, K]``, ``heatmaps [B, K, H/4, W/4]``. N and ``steps`` default to the
+        config's (10, 4); pass ``cond`` (from :meth:`condition`) to skip the encoder."""
+        if cond is None:
+            if clips is None:
+                raise KpdiffInputError("predict: expected clips or cond, got neither")
+            cond = self.condition(clips)
+        if not isinstance(cond, (tuple, list)) or not cond:
+            raise KpdiffInputError(
+                f"cond: expected the tuple from DiffPose.condition, got {type(cond).__name__}"
+            )
+        shape = (cond[0].shape[0], self.config.num_keypoints, *self.config.heatmap_size)
+        return self.sampler(
+            self.denoise, cond, shape, num_samples=num_samples, steps=steps,
+            generator=generator, keep_hypotheses=keep_hypotheses,
+        )  # fmt: skip
 
     def _check_heatmaps(self, heatmaps: torch.Tensor, batch: int) -> None:
         check_shape(

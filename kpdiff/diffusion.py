@@ -12,6 +12,7 @@ x_t = √ᾱ_t · x₀ + √(1 − ᾱ_t) · ε, ε ~ N(0, I).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any, Literal, Protocol, overload, runtime_checkable
 
 import torch
@@ -158,23 +159,39 @@ class HeatmapDiffusion:
         weights: torch.Tensor | None = None,
         *,
         generator: torch.Generator | None = None,
+        t_power: float = 1.0,
+        self_align: float = 0.0,
     ) -> torch.Tensor:
         """The x₀-prediction training loss: target-weighted MSE between x̂₀ and the heatmaps.
 
-        Draws one t ~ U{0 … T−1} and one ε per sample, noises the target and asks the denoiser
-        for x̂₀. The error is measured in heatmap units (``[0, 1]``), per joint, so the loss
-        has the scale of HRNet's heatmap MSE whatever the signal scale.
+        Draws one t and one ε per sample, noises the target and asks the denoiser for x̂₀. The
+        error is measured in heatmap units (``[0, 1]``), per joint, so the loss has the scale of
+        HRNet's heatmap MSE whatever the signal scale.
 
         Args:
             denoiser: the model, a :class:`Denoiser`.
             heatmaps: target heatmaps ``[B, K, H, W]`` in ``[0, 1]``.
             cond: the denoiser's condition for these B samples.
             weights: per-joint target weights ``[B, K]`` (0 masks a joint). Default: all ones.
-            generator: RNG for t and ε. Default: the global RNG.
+            generator: RNG for t, ε and the self-aligned choice. Default: the global RNG.
+            t_power: t = ⌊T · u^(1/p)⌋ with u ~ U(0, 1): ``1`` is the paper's t ~ U{0 … T−1};
+                ``p > 1`` trains more often at high noise, where x_t tells little and the
+                condition must do the work (density ∝ t^(p−1)). Default ``1.0``.
+            self_align: the share of samples whose x_t is built from the model's own x̂₀ of
+                pure noise at t = T − 1 (no gradient) instead of from the target: the x_t the
+                sampler feeds the second and later steps (self-aligned denoising, Ji et al.
+                2023's DDP). The target stays the ground truth, so the model learns to correct
+                its first guess instead of copying it. Costs one more gradient-free denoiser
+                call per batch when ``> 0``. Default ``0.0``.
 
         Returns:
             The scalar loss: ``Σ w_bk · mean_hw (ĥ − h)² / (B·K)``.
         """
+        if not t_power > 0 or not 0 <= self_align <= 1:
+            raise KpdiffInputError(
+                f"t_power: expected > 0, got {t_power}; self_align: expected in [0, 1], got "
+                f"{self_align}"
+            )
         sizes = check_shape("heatmaps", heatmaps, ("B", "K", None, None))
         check_finite("heatmaps", heatmaps)
         if weights is None:
@@ -182,10 +199,28 @@ class HeatmapDiffusion:
         check_shape("weights", weights, ("B", "K"), sizes)
         b = heatmaps.shape[0]
         device = heatmaps.device
-        t = torch.randint(0, self.num_train_timesteps, (b,), device=device, generator=generator)
+        T = self.num_train_timesteps
+        if t_power == 1.0:
+            t = torch.randint(0, T, (b,), device=device, generator=generator)
+        else:
+            u = torch.rand((b,), device=device, generator=generator)
+            t = (T * u.pow(1 / t_power)).long().clamp_(0, T - 1)
         noise = torch.randn(heatmaps.shape, device=device, dtype=torch.float32, generator=generator)
         x0 = self.signal.to_signal(heatmaps.float())
-        x0_hat = denoiser(self.q_sample(x0, t, noise), t, cond)
+        if self_align > 0:
+            chosen = torch.rand((b,), device=device, generator=generator) < self_align
+            start = torch.randn(heatmaps.shape, device=device, generator=generator)
+            with torch.no_grad():
+                t_max = torch.full((b,), T - 1, device=device, dtype=torch.long)
+                first = (
+                    denoiser(start, t_max, cond)
+                    .float()
+                    .clamp(-self.signal.scale, self.signal.scale)
+                )
+            x0_in = torch.where(chosen.view(-1, 1, 1, 1), first, x0)
+        else:
+            x0_in = x0
+        x0_hat = denoiser(self.q_sample(x0_in, t, noise), t, cond)
         if x0_hat.shape != heatmaps.shape:
             raise KpdiffInputError(
                 f"denoiser output: expected shape {list(heatmaps.shape)}, got {list(x0_hat.shape)}"
@@ -207,6 +242,7 @@ class HeatmapDiffusion:
         eta: float = ...,
         noise: torch.Tensor | None = ...,
         return_intermediates: Literal[False] = ...,
+        renew: Callable[[torch.Tensor], torch.Tensor] | None = ...,
     ) -> torch.Tensor: ...
 
     @overload
@@ -221,6 +257,7 @@ class HeatmapDiffusion:
         eta: float = ...,
         noise: torch.Tensor | None = ...,
         return_intermediates: Literal[True],
+        renew: Callable[[torch.Tensor], torch.Tensor] | None = ...,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
 
     @torch.no_grad()
@@ -235,6 +272,7 @@ class HeatmapDiffusion:
         eta: float = 0.0,
         noise: torch.Tensor | None = None,
         return_intermediates: bool = False,
+        renew: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the reverse process from x_T ~ N(0, I) and return the last x̂₀ as heatmaps.
 
@@ -251,6 +289,10 @@ class HeatmapDiffusion:
                 one. Default ``0.0``.
             noise: x_T to start from, ``[B, K, H, W]`` (overrides ``generator`` for x_T).
             return_intermediates: also return every step's x̂₀. Default ``False``.
+            renew: applied to each x̂₀ (signal units, ``[B, K, H, W]``) before the update to the
+                next timestep, never to the returned one; e.g. re-rendering a clean Gaussian at
+                each joint's decoded peak (:meth:`~kpdiff.EnsembleSampler`'s ``renew``), so the
+                next step sees an x_t like those of training. Default ``None``.
 
         Returns:
             The last x̂₀ (the paper's output), clipped to the signal range and mapped to heatmap
@@ -299,6 +341,8 @@ class HeatmapDiffusion:
                 intermediates.append(self._to_heatmaps(x0_hat))
             if i + 1 == len(timesteps):
                 break  # the last x̂₀ is the answer: no update after it
+            if renew is not None:
+                x0_hat = renew(x0_hat).float()
             if isinstance(scheduler, DDIMScheduler):
                 x = self.ddim_step(
                     x, x0_hat, t=int(t), t_prev=int(timesteps[i + 1]), eta=eta, generator=generator

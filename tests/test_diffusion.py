@@ -246,3 +246,72 @@ def test_ddim_step_matches_diffusers_where_diffusers_is_right(eta):
         variance_noise=torch.randn(2, 3, 8, 6, generator=torch.Generator().manual_seed(0)),
     ).prev_sample
     assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_t_power_biases_timesteps_towards_high_noise():
+    diffusion = HeatmapDiffusion()
+    heatmaps = target_heatmaps(b=4000, k=1, size=(4, 4))
+    seen = {}
+    for power in (1.0, 3.0):
+        record: list[torch.Tensor] = []
+
+        def model(x, t, c, record=record):
+            record.append(t)
+            return x
+
+        g = torch.Generator().manual_seed(0)
+        diffusion.loss(model, heatmaps, None, generator=g, t_power=power)
+        seen[power] = record[0].float() / diffusion.num_train_timesteps
+        assert int(record[0].min()) >= 0 and int(record[0].max()) < 1000
+    # density ∝ t^(p−1): mean p / (p + 1); uniform 1/2, p = 3 gives 3/4
+    assert seen[1.0].mean().item() == pytest.approx(0.5, abs=0.02)
+    assert seen[3.0].mean().item() == pytest.approx(0.75, abs=0.02)
+
+
+def test_self_align_builds_x_t_from_the_models_first_guess():
+    diffusion = HeatmapDiffusion()
+    heatmaps = target_heatmaps(b=6, k=2)
+    guess = torch.full_like(heatmaps, -2.0)  # the model's x̂₀ of pure noise: "no joint"
+    calls = []
+
+    def model(x_t, t, cond):
+        calls.append((t.clone(), x_t.clone()))
+        return guess
+
+    g = torch.Generator().manual_seed(0)
+    diffusion.loss(model, heatmaps, None, generator=g, self_align=1.0)
+    (t_first, _), (t, x_t) = calls  # one gradient-free call at T − 1, then the trained one
+    assert torch.all(t_first == 999)
+    g = torch.Generator().manual_seed(0)
+    t_again = torch.randint(0, 1000, (6,), generator=g)
+    noise = torch.randn(heatmaps.shape, generator=g)
+    assert torch.equal(t, t_again)
+    expected = diffusion.q_sample(guess, t, noise)  # built from the guess, not the target
+    torch.testing.assert_close(x_t, expected)
+    # the target stays the ground truth: the loss is the guess' error
+    loss = diffusion.loss(model, heatmaps, None, generator=g, self_align=1.0)
+    assert loss.item() == pytest.approx(heatmaps.pow(2).mean().item(), rel=1e-5)
+    with pytest.raises(KpdiffInputError, match="self_align"):
+        diffusion.loss(model, heatmaps, None, self_align=1.5)
+    with pytest.raises(KpdiffInputError, match="t_power"):
+        diffusion.loss(model, heatmaps, None, t_power=0.0)
+
+
+def test_renew_is_applied_between_steps_only():
+    diffusion = HeatmapDiffusion()
+    heatmaps = target_heatmaps(b=2, k=2)
+    x0 = diffusion.signal.to_signal(heatmaps)
+    renewed = []
+
+    def renew(x):
+        renewed.append(x)
+        return torch.zeros_like(x)
+
+    oracle = Oracle(x0)
+    out = diffusion.sample(oracle, None, x0.shape, steps=3, renew=renew)
+    assert len(renewed) == 2  # before the 2nd and 3rd steps, not after the last
+    torch.testing.assert_close(out, heatmaps)  # the returned x̂₀ is never renewed
+    # the 2nd step's x_t was built from the renewed (zero) x̂₀, not the oracle's
+    plain = Oracle(x0)
+    diffusion.sample(plain, None, x0.shape, steps=3, noise=oracle.calls[0][1])
+    assert not torch.allclose(oracle.calls[1][1], plain.calls[1][1])

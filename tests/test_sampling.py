@@ -199,3 +199,25 @@ def test_tiny_learned_denoiser_finds_held_out_peaks():
         result = sampler(model, cond, (32, 1, *SIZE), generator=torch.Generator().manual_seed(0))
     error = (result.keypoints - kp).norm(dim=-1) / CODEC.stride  # heatmap pixels
     assert error.max() < 1.0, error.max()
+
+
+def test_renew_re_renders_clean_gaussians_at_the_decoded_peaks():
+    _, x0 = make_target(b=2, k=3)
+    sampler = EnsembleSampler(HeatmapDiffusion(), CODEC, renew=True)
+    blurred = torch.nn.functional.avg_pool2d(x0, 3, 1, 1) * 0.5  # a lower, wider blob
+    clean = sampler.renew_x0(blurred)
+    heatmaps = sampler.diffusion.signal.from_signal(clean)
+    got_kp, peaks = CODEC.decode(heatmaps)
+    want_kp, want_peaks = CODEC.decode(sampler.diffusion.signal.from_signal(blurred))
+    torch.testing.assert_close(got_kp, want_kp, atol=0.6, rtol=0)
+    torch.testing.assert_close(peaks, want_peaks.clamp(0, 1), atol=0.05, rtol=0)
+    # the shape is the codec's Gaussian again, scaled by the peak height
+    ideal, _ = CODEC.encode(want_kp, torch.ones(2, 3))
+    torch.testing.assert_close(heatmaps, ideal * want_peaks[..., None, None], atol=1e-5, rtol=0)
+    # with one step there is nothing to renew: same result as without
+    a = sampler(CountingDenoiser(x0), torch.zeros(2, 1), x0.shape, steps=1,
+                generator=torch.Generator().manual_seed(0))  # fmt: skip
+    sampler.renew = False
+    b = sampler(CountingDenoiser(x0), torch.zeros(2, 1), x0.shape, steps=1,
+                generator=torch.Generator().manual_seed(0))  # fmt: skip
+    torch.testing.assert_close(a.heatmaps, b.heatmaps)

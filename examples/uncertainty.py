@@ -8,9 +8,10 @@ for free with every prediction. This script measures how well it predicts the ac
 1. trains a tiny DiffPose on the synthetic benchmark (or loads ``--checkpoint``);
 2. evaluates it with N = 10 hypotheses and 4 steps; ``evaluate_model`` returns, per visible
    ground-truth joint, the spread and the keypoint error (image pixels);
-3. prints Spearman's rank correlation between them, the mean error per spread decile, and the
-   share of joints with an error above ``--threshold`` pixels among the highest-spread decile
-   against the rest; plots error against spread to ``error_vs_spread.png``.
+3. prints Spearman's rank correlation between them, the AUROC of the spread for "this joint is
+   wrong at PCKh@0.5" (error above half the person's head size, the metric's own test; or
+   above ``--threshold`` pixels), the mean error and the failure share per spread decile (the
+   reliability table), and plots both to ``error_vs_spread.png``.
 
     python examples/uncertainty.py            # about 2 minutes on 2 CPU cores
     python examples/uncertainty.py --quick    # a seconds-long smoke run
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
+from scipy.stats import mannwhitneyu, spearmanr
 
 from kpdiff import DiffPose
 from kpdiff.data import AugmentConfig
@@ -52,20 +53,38 @@ def experiment(out: Path, *, quick: bool, threads: int = 1) -> ExperimentConfig:
 
 
 def spread_statistics(
-    spread: np.ndarray, error: np.ndarray, *, threshold: float, bins: int = 10
+    spread: np.ndarray,
+    error: np.ndarray,
+    *,
+    threshold: float | np.ndarray,
+    bins: int = 10,
+    failure: str = "",
 ) -> dict:
-    """Spearman's ρ, the mean error per spread bin (equal counts) and the failure shares."""
+    """Spearman's ρ, the AUROC of the spread for failures (``error > threshold``, a number of
+    pixels or one radius per joint), the mean error per spread bin (equal counts) and the
+    failure shares."""
     order = np.argsort(spread, kind="stable")
     groups = np.array_split(order, bins)  # bin i: the i-th tenth of the joints by spread
     top = groups[-1]
     rest = np.concatenate(groups[:-1])
     failed = error > threshold
     rho, p_value = spearmanr(spread, error)
+    # AUROC = P(spread of a failed joint > spread of a correct one), ties counting one half:
+    # the Mann–Whitney U statistic over the product of the two counts.
+    n_bad, n_good = int(failed.sum()), int((~failed).sum())
+    auroc = (
+        float(mannwhitneyu(spread[failed], spread[~failed]).statistic / (n_bad * n_good))
+        if n_bad and n_good
+        else float("nan")
+    )
     return {
         "joints": len(error),
         "spearman_rho": float(rho),
         "spearman_p": float(p_value),
-        "threshold_px": threshold,
+        "auroc": auroc,
+        "failure": failure or f"error > {float(np.mean(threshold)):g} px",
+        "failure_rate": float(failed.mean()),
+        "threshold_px": float(np.mean(threshold)),
         "bin_mean_spread": [float(spread[g].mean()) for g in groups],
         "bin_mean_error": [float(error[g].mean()) for g in groups],
         "bin_failure_share": [float(failed[g].mean()) for g in groups],
@@ -88,18 +107,19 @@ def plot(spread: np.ndarray, error: np.ndarray, stats: dict, path: Path) -> None
     left.scatter(spread, np.maximum(error, 0.1), s=4, alpha=0.2, color="tab:gray", label="joints")
     left.plot(stats["bin_mean_spread"], stats["bin_mean_error"], "o-", color="tab:red", zorder=3,
               label="mean per spread decile")  # fmt: skip
-    left.axhline(stats["threshold_px"], ls="--", color="k", lw=1, label="failure threshold")
+    left.axhline(stats["threshold_px"], ls="--", color="k", lw=1,
+                 label="failure threshold (mean)")  # fmt: skip
     left.set(xlabel="ensemble spread (px)", ylabel="keypoint error (px)", yscale="log",
              xlim=(0, np.quantile(spread, 0.995) * 1.05),
-             title=f"Spearman ρ = {stats['spearman_rho']:.2f}")  # fmt: skip
+             title=f"ρ = {stats['spearman_rho']:.2f}, AUROC {stats['auroc']:.2f}")  # fmt: skip
     left.legend(loc="lower right", framealpha=0.9)
     shares = 100 * np.asarray(stats["bin_failure_share"])
     right.bar(np.arange(1, len(shares) + 1), shares, color="tab:blue")
     right.set(
         xlabel="spread decile (1 = most confident)",
         xticks=range(1, len(shares) + 1),
-        ylabel=f"joints with error > {stats['threshold_px']:g} px (%)",
-        title="failures by spread decile",
+        ylabel="failed joints (%)",
+        title=f"failures ({stats['failure']}) by spread decile",
     )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,8 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--threshold",
         type=float,
-        default=10.0,
-        help="an error above this many image pixels is a failure (default 10)",
+        help="an error above this many image pixels is a failure (default: wrong at PCKh@0.5, "
+        "half the person's head size)",
     )
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -149,7 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     assert sweep is not None
     spread, error = sweep.spread_error[key]
-    stats = spread_statistics(spread, error, threshold=args.threshold)
+    if args.threshold is None:
+        radius, failure = sweep.pckh_threshold[key], "wrong at PCKh@0.5"
+        keep = np.isfinite(radius)  # persons without a head box cannot be judged
+        spread, error, radius = spread[keep], error[keep], radius[keep]
+    else:
+        radius, failure = np.full_like(error, args.threshold), f"error > {args.threshold:g} px"
+    stats = spread_statistics(spread, error, threshold=radius, failure=failure)
     stats["mean_ap"] = sweep.ap[key].columns["Mean"]
     print(
         f"N = {key[0]}, steps = {key[1]}: {stats['joints']} visible joints on {sweep.clips} "
@@ -159,18 +185,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"Spearman ρ(spread, error) = {stats['spearman_rho']:.3f} (p = {stats['spearman_p']:.1e})"
     )
-    print(f"spread decile   mean spread   mean error   error > {args.threshold:g} px")
+    print(
+        f"AUROC of the spread for '{failure}' ({100 * stats['failure_rate']:.1f} % of the "
+        f"joints): {stats['auroc']:.3f}"
+    )
+    print(f"spread decile   mean spread   mean error   {failure}")
     bins = ("bin_mean_spread", "bin_mean_error", "bin_failure_share")
     for i, (s, e, f) in enumerate(zip(*(stats[k] for k in bins), strict=True), start=1):
         print(f"{i:>13}   {s:>8.2f} px  {e:>8.1f} px   {100 * f:>11.1f} %")
     print(
-        f"error > {args.threshold:g} px: {100 * stats['failure_share_top_bin']:.1f} % of the "
+        f"{failure}: {100 * stats['failure_share_top_bin']:.1f} % of the "
         f"highest-spread decile vs {100 * stats['failure_share_rest']:.1f} % of the rest; "
         f"that decile holds {100 * stats['failures_caught_by_top_bin']:.1f} % of all failures"
     )
     plot(spread, error, stats, out / "error_vs_spread.png")
     (out / "uncertainty.json").write_text(json.dumps(stats, indent=2))
-    np.savez(out / "spread_error.npz", spread=spread, error=error)  # per joint, to explore further
+    np.savez(out / "spread_error.npz", spread=spread, error=error, radius=radius)  # per joint
     print(f"wrote {out / 'error_vs_spread.png'}, {out / 'uncertainty.json'} and the raw pairs")
     return 0
 

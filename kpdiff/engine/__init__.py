@@ -13,6 +13,7 @@ from kpdiff.engine.config import (
     save_config,
 )
 from kpdiff.engine.evaluate import ClipPoseModel, SweepResult, evaluate_model
+from kpdiff.engine.figures import inside_pictures
 from kpdiff.engine.predict import VideoPrediction, VideoPredictor, render_video
 from kpdiff.engine.train import TrainablePoseModel, TrainResult, train
 
@@ -32,6 +33,7 @@ __all__ = [
     "apply_overrides",
     "config_from_dict",
     "evaluate_model",
+    "inside_pictures",
     "load_config",
     "render_video",
     "save_config",

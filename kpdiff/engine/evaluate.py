@@ -68,6 +68,9 @@ class SweepResult:
         seconds: wall time of the whole sweep; ``clips``: number of clips evaluated.
         spread_error: ``{(N, steps): (spread [M], error [M])}`` per visible GT joint (pixels),
             when ground truth keypoints were available; for uncertainty studies.
+        pckh_threshold: ``{(N, steps): [M]}`` aligned with ``spread_error``: each joint's PCKh
+            radius, 0.5 × headSize (0.6 × the GT head box diagonal, poseval's), in pixels;
+            NaN where the person has no head box. ``error > threshold`` is "wrong at PCKh@0.5".
     """
 
     ap: dict[tuple[int, int], PoseTrackAP]
@@ -75,6 +78,7 @@ class SweepResult:
     seconds: float
     clips: int
     spread_error: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    pckh_threshold: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
 
     def table(self) -> str:
         """One row per sweep point: N, steps, then the paper's Table 1 columns."""
@@ -171,6 +175,7 @@ def evaluate_model(
         result.ap[key] = posetrack_ap(scored, videos, schema=schema)
         if flat and flat[0]["gt"] is not None:
             result.spread_error[key] = _spread_error(flat)
+            result.pckh_threshold[key] = _pckh_thresholds(flat, gt_videos)
     return result
 
 
@@ -229,6 +234,26 @@ def _rows(batch: dict[str, Any], result: Any) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _pckh_thresholds(rows: list[dict[str, Any]], gt: Sequence[VideoAnnotation]) -> np.ndarray:
+    """0.5 × poseval's headSize of each row's person, repeated per visible joint (as in
+    :func:`_spread_error`); the person is found by video, frame and track id."""
+    heads: dict[tuple[str, int, int | None], float] = {}
+    for video in gt:
+        for frame in video.frames:
+            for person in frame.persons:
+                if person.head_box is not None:
+                    x0, y0, x1, y1 = person.head_box
+                    size = 0.6 * float(np.hypot(x1 - x0, y1 - y0))
+                    heads[(video.name, frame.frame_index, person.track_id)] = size
+    out = []
+    for row in rows:
+        if row["gt"] is None:
+            continue
+        size = heads.get((row["video"], row["frame_index"], row["track_id"]), float("nan"))
+        out.append(np.full(int((row["gt"][:, 2] > 0).sum()), 0.5 * size))
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def _spread_error(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:

@@ -273,10 +273,15 @@ def test_demo_quick_end_to_end(capsys, tmp_path):
     code, out, err = run(capsys, "demo", "--quick", "--out", tmp_path / "demo")
     assert code == 0, err
     demo = tmp_path / "demo"
-    for name in ("ap_table.txt", "ap_vs_n_steps.png", "overlay.gif", "summary.json"):
+    names = ["ap_table.txt", "ap_vs_n_steps.png", "overlay.gif", "summary.json"]
+    names += [f"inside/{n}.png" for n in ("lookup_masks", "x0_steps", "hypotheses")]
+    for name in names:
         assert (demo / name).is_file() and (demo / name).stat().st_size > 0, name
     table = (demo / "ap_table.txt").read_text().splitlines()
     assert table[0].split()[:2] == ["N", "steps"] and len(table) == 1 + 9
     summary = json.loads((demo / "summary.json").read_text())
     assert len(summary["grid"]) == 9 and summary["clips_evaluated"] > 0
+    # train and val AP side by side, at the validation point
+    assert summary["point"] == [10, 4] and 0 <= summary["train_mean_ap"] <= 100
+    assert f"val {summary['val_mean_ap']:.1f}, gap" in out
     assert "done in" in out

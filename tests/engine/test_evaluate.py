@@ -48,8 +48,15 @@ def test_sweep_gives_ap_for_every_point(model, tiny_datasets):
         assert list(ap.columns)[-1] == "Mean" and "Head" in ap.columns
         assert all(0 <= v <= 100 for v in ap.columns.values() if math.isfinite(v))
         assert math.isfinite(ap.columns["Mean"])
-    for spread, error in result.spread_error.values():  # GT boxes: per visible joint
+    heads = {
+        0.3 * math.hypot(p.head_box[2] - p.head_box[0], p.head_box[3] - p.head_box[1])
+        for v in tiny_datasets.val_videos for f in v.frames for p in f.persons
+    }  # fmt: skip
+    for key, (spread, error) in result.spread_error.items():  # GT boxes: per visible joint
         assert spread.shape == error.shape and len(spread) > 0 and (spread >= 0).all()
+        threshold = result.pckh_threshold[key]  # 0.5 × headSize of the joint's own person
+        assert threshold.shape == spread.shape and np.isfinite(threshold).all()
+        assert set(np.round(threshold, 6)) <= {round(h, 6) for h in heads}
     table = result.table().splitlines()
     assert len(table) == 1 + len(SWEEP) and table[0].split()[:2] == ["N", "steps"]
 

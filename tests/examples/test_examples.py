@@ -111,6 +111,7 @@ def test_uncertainty_quick(tmp_path: Path) -> None:
     stats = json.loads((tmp_path / "uncertainty.json").read_text())
     assert len(stats["bin_mean_error"]) == 10
     assert stats["joints"] > 0 and 0 <= stats["failure_share_top_bin"] <= 1
+    assert stats["failure"] == "wrong at PCKh@0.5" and 0 <= stats["failure_rate"] <= 1
 
 
 def test_spread_statistics_on_known_data() -> None:
@@ -123,3 +124,10 @@ def test_spread_statistics_on_known_data() -> None:
     assert stats["failure_share_top_bin"] == pytest.approx(1.0)  # errors 180 … 198
     assert stats["failure_share_rest"] == 0.0
     assert stats["failures_caught_by_top_bin"] == 1.0
+    assert stats["auroc"] == 1.0  # every failure has a higher spread than every success
+    # a per-joint radius; spread unrelated to failure gives AUROC 1/2
+    radius = np.where(np.arange(100) % 2 == 0, 1e9, 0.0)  # odd joints fail (error > 0) or 0
+    stats = stats_of(spread, error + 1, threshold=radius)
+    assert stats["failure_rate"] == 0.5
+    assert stats["auroc"] == pytest.approx(0.5, abs=0.02)
+    assert stats_of(-spread, error, threshold=179.0)["auroc"] == 0.0

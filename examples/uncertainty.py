@@ -15,7 +15,7 @@ for free with every prediction. This script measures how well it predicts the ac
 
     python examples/uncertainty.py            # about 2 minutes on 2 CPU cores
     python examples/uncertainty.py --quick    # a seconds-long smoke run
-    python examples/uncertainty.py --checkpoint outputs/demo/run/best   # a trained model
+    python examples/uncertainty.py --checkpoint outputs/demo/run/best --data outputs/demo/data
 """
 
 from __future__ import annotations
@@ -132,9 +132,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="outputs/uncertainty", help="output folder")
     parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
     parser.add_argument("--checkpoint", help="a save_pretrained folder: skip the training")
+    parser.add_argument(
+        "--data",
+        help="with --checkpoint: evaluate on this dataset root's validation split as it is "
+        "(e.g. outputs/demo/data, the demo's), instead of the script's own synthetic set",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--num-samples", "-n", type=int, default=10, help="N (default 10)")
     parser.add_argument("--steps", type=int, default=4, help="DDIM steps (default 4)")
+    parser.add_argument("--eta", type=float, default=None, help="DDIM's η (default: the model's)")
     parser.add_argument(
         "--threshold",
         type=float,
@@ -150,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.checkpoint:
         model = DiffPose.from_pretrained(args.checkpoint)
         cfg.model.overrides = {k: getattr(model.config, k) for k in ("delta", "input_size")}
+        if args.data:
+            cfg.data.root, cfg.data.synthetic = args.data, False  # read, never rebuild
         datasets = prepare_datasets(cfg, train=False)
     else:
         datasets = prepare_datasets(cfg)
@@ -158,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"trained {result.steps} steps in {result.seconds:.0f} s")
         model = DiffPose.from_pretrained(out / "run" / "best")
 
+    if args.eta is not None:
+        model.sampler.eta = args.eta  # η > 0 adds fresh noise at every step
     key = (args.num_samples, args.steps)
     sweep = evaluate_model(
         model,

@@ -65,7 +65,8 @@ def base_config(out: Path, steps: int | None, quick: bool) -> ExperimentConfig:
     """The demo's recipe and data, with this run's folders and (optionally) fewer steps."""
     cfg = demo_config(out, quick=quick)
     cfg.data.root = str(out / "data")
-    cfg.data.workers = 0  # two runs share the two cores: no loader process beside each
+    cfg.data.workers = 0  # two runs share the two cores: one thread each, no loader process
+    cfg.runtime.threads = 1
     if steps is not None and not quick:
         cfg.optim.max_steps = steps
     cfg.runtime.progress = False

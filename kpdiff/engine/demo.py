@@ -50,7 +50,7 @@ def demo_config(
     cfg.model.preset = "diffpose-tiny"
     # Train more often at high noise and on x_t built from the model's own first guess (the
     # measured effect of each is in docs/ablations.md).
-    cfg.model.overrides = {"t_power": 2.0, "self_align": 0.5}
+    cfg.model.overrides = {"t_power": 3.0, "self_align": 0.7}
     cfg.optim.lr = 1e-3
     cfg.optim.batch_size = 16
     cfg.optim.epochs = 2
@@ -63,10 +63,12 @@ def demo_config(
     cfg.eval.max_clips = 600
     cfg.runtime.output_dir = str(out / "run")
     cfg.runtime.log_every = 20
-    # Both cores: one DataLoader worker decodes and crops clips while the model trains on one
-    # torch thread (two spinning OpenMP threads beside the worker slow training down).
-    cfg.data.workers = 1
-    cfg.runtime.threads = 1
+    # Both cores for torch, clips loaded in the training process: measured fastest on the
+    # 2-core machine (benchmarks/demo_speed.py, samples/s: 84.9 for 2 threads and no loader
+    # worker, 80.1 with one worker, 71.1 for 1 thread and one worker, 64.0 for 1 thread alone).
+    # With other busy processes on the machine, one thread is safer (runtime.threads = 1).
+    cfg.data.workers = 0
+    cfg.runtime.threads = 2
     if quick:
         cfg.data.synthetic_videos, cfg.data.synthetic_frames = 3, 8
         cfg.data.synthetic_val_videos, cfg.data.synthetic_val_frames = 3, 8
@@ -176,6 +178,7 @@ def run_demo(
     predictor = VideoPredictor(model, num_samples=cfg.eval.num_samples, steps=cfg.eval.steps)
     prediction = predictor(frames, boxes)
     render_video(prediction, out / "overlay.gif")
+    gif_strip(out / "overlay.gif", out / "overlay_frames.png")
     pictures = inside_pictures(
         model, datasets.val[_clearest_clip(datasets.val)]["clip"], datasets.schema,
         out / "inside", num_samples=cfg.eval.num_samples, steps=cfg.eval.steps,
@@ -197,10 +200,31 @@ def run_demo(
     write_json_atomic(summary, out / "summary.json")
     print(
         f"done in {seconds:.0f} s: {out / 'ap_table.txt'}, {out / 'ap_vs_n_steps.png'}, "
-        f"{out / 'overlay.gif'}, {out / 'summary.json'}, {', '.join(str(p) for p in pictures)}",
+        f"{out / 'overlay.gif'} (frames: overlay_frames.png), {out / 'summary.json'}, "
+        f"{', '.join(str(p) for p in pictures)}",
         flush=True,
     )
     return DemoResult(out, sweep, untrained_ap, seconds, train_ap)
+
+
+def gif_strip(gif: str | Path, png: str | Path, *, frames: int = 3) -> Path:
+    """``frames`` evenly spaced frames of an animated GIF side by side, as one PNG (atomic)."""
+    from PIL import Image
+
+    with Image.open(gif) as im:
+        count = getattr(im, "n_frames", 1)
+        picks = np.linspace(0, count - 1, frames + 2)[1:-1].round().astype(int)
+        tiles = []
+        for i in picks:
+            im.seek(int(i))
+            tiles.append(im.convert("RGB"))
+    w, h = tiles[0].size
+    strip = Image.new("RGB", (w * len(tiles), h))
+    for k, tile in enumerate(tiles):
+        strip.paste(tile, (k * w, 0))
+    with atomic_path(png) as tmp:
+        strip.save(tmp, format="PNG")
+    return Path(png)
 
 
 def _clearest_clip(dataset: Any, first: int = 120) -> int:

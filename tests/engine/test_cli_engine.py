@@ -273,7 +273,8 @@ def test_demo_quick_end_to_end(capsys, tmp_path):
     code, out, err = run(capsys, "demo", "--quick", "--out", tmp_path / "demo")
     assert code == 0, err
     demo = tmp_path / "demo"
-    names = ["ap_table.txt", "ap_vs_n_steps.png", "overlay.gif", "summary.json"]
+    names = ["ap_table.txt", "ap_vs_n_steps.png", "overlay.gif", "overlay_frames.png"]
+    names += ["summary.json"]
     names += [f"inside/{n}.png" for n in ("lookup_masks", "x0_steps", "hypotheses")]
     for name in names:
         assert (demo / name).is_file() and (demo / name).stat().st_size > 0, name

@@ -27,7 +27,7 @@ from kpdiff.errors import KpdiffInputError, check_shape
 from kpdiff.io import atomic_path, write_text_atomic
 from kpdiff.sampling import EnsembleResult, EnsembleSampler
 
-__all__ = ["PRESETS", "DiffPose", "DiffPoseConfig", "PretrainedMixin"]
+__all__ = ["PRESETS", "DiffPose", "DiffPoseConfig", "PretrainedMixin", "build_encoder"]
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 _M = TypeVar("_M", bound="PretrainedMixin")
@@ -166,6 +166,17 @@ PRESETS: dict[str, DiffPoseConfig] = {
 }
 
 
+def build_encoder(config: DiffPoseConfig) -> SpatioTemporalEncoder:
+    """The :class:`~kpdiff.SpatioTemporalEncoder` that ``config``'s encoder options describe."""
+    c = config
+    return SpatioTemporalEncoder(
+        backbone=c.backbone, backbone_kwargs=c.backbone_kwargs, input_size=c.input_size,
+        delta=c.delta, dim=c.dim, depth=c.encoder_depth, heads=c.encoder_heads,
+        mlp_ratio=c.mlp_ratio, freeze_backbone=c.freeze_backbone,
+        gradient_checkpointing=c.gradient_checkpointing,
+    )  # fmt: skip
+
+
 class PretrainedMixin(nn.Module):
     """``save_pretrained`` / ``from_pretrained`` for a module built as ``cls(config)`` from a
     :class:`DiffPoseConfig` held in ``self.config`` (:class:`DiffPose`, :class:`HeatmapRegressor`).
@@ -232,12 +243,7 @@ class DiffPose(PretrainedMixin):
     def __init__(self, config: DiffPoseConfig | None = None, /, **overrides: Any) -> None:
         super().__init__()
         c = self.config = (config or DiffPoseConfig()).replace(**overrides)
-        self.encoder = SpatioTemporalEncoder(
-            backbone=c.backbone, backbone_kwargs=c.backbone_kwargs, input_size=c.input_size,
-            delta=c.delta, dim=c.dim, depth=c.encoder_depth, heads=c.encoder_heads,
-            mlp_ratio=c.mlp_ratio, freeze_backbone=c.freeze_backbone,
-            gradient_checkpointing=c.gradient_checkpointing,
-        )  # fmt: skip
+        self.encoder = build_encoder(c)
         self.decoder = PoseDecoder(
             num_keypoints=c.num_keypoints, feat_dim=c.dim, dims=c.decoder_dims, lookup=c.lookup,
             fusion=c.fusion, depth=c.decoder_depth, heads=c.decoder_heads,

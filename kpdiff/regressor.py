@@ -20,8 +20,7 @@ import torch
 from torch import nn
 
 from kpdiff.codecs import GaussianHeatmapCodec
-from kpdiff.diffpose import DiffPoseConfig, PretrainedMixin
-from kpdiff.encoder import SpatioTemporalEncoder
+from kpdiff.diffpose import DiffPoseConfig, PretrainedMixin, build_encoder
 from kpdiff.errors import KpdiffInputError, check_finite, check_shape
 from kpdiff.lookup import FeaturePyramid
 from kpdiff.sampling import EnsembleResult
@@ -40,12 +39,7 @@ class HeatmapRegressor(PretrainedMixin):
     def __init__(self, config: DiffPoseConfig | None = None, /, **overrides: Any) -> None:
         super().__init__()
         c = self.config = (config or DiffPoseConfig()).replace(**overrides)
-        self.encoder = SpatioTemporalEncoder(
-            backbone=c.backbone, backbone_kwargs=c.backbone_kwargs, input_size=c.input_size,
-            delta=c.delta, dim=c.dim, depth=c.encoder_depth, heads=c.encoder_heads,
-            mlp_ratio=c.mlp_ratio, freeze_backbone=c.freeze_backbone,
-            gradient_checkpointing=c.gradient_checkpointing,
-        )  # fmt: skip
+        self.encoder = build_encoder(c)
         width = c.decoder_dims[1]
         self.upsample = FeaturePyramid(c.dim, dims=(width,), factors=(4,))
         self.head = nn.Conv2d(width, c.num_keypoints, 1)

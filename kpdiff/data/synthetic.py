@@ -590,7 +590,9 @@ def _build_split(
 
             # fork: the workers inherit _SPLIT_JOB (rigs hold mapping proxies, which do not
             # pickle), the imported modules and any registered schemas and rigs.
-            with multiprocessing.get_context("fork").Pool(min(workers, videos)) as pool:
+            context = multiprocessing.get_context("fork")
+            with context.Pool(min(workers, videos), initializer=cv2.setNumThreads,
+                              initargs=(1,)) as pool:  # fmt: skip
                 chunk = max(1, videos // (8 * workers))
                 results = pool.map(_build_video, range(videos), chunksize=chunk)
         else:

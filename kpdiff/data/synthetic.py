@@ -582,23 +582,25 @@ def _build_split(
     code = _split_code(split)
     videos, frames = cfg.size_of(split)
     cfg = dataclasses.replace(cfg, num_videos=videos, frames_per_video=frames, split_sizes={})
-    global _SPLIT_JOB
-    _SPLIT_JOB = (out, split, code, cfg, kin)
-    try:
-        if workers > 1 and videos > 1:
-            import multiprocessing
+    parallel = workers > 1 and videos * frames >= PARALLEL_MIN_FRAMES and _spawnable(cfg)
+    if parallel:
+        import multiprocessing
 
-            # fork: the workers inherit _SPLIT_JOB (rigs hold mapping proxies, which do not
-            # pickle), the imported modules and any registered schemas and rigs.
-            context = multiprocessing.get_context("fork")
-            with context.Pool(min(workers, videos), initializer=cv2.setNumThreads,
-                              initargs=(1,)) as pool:  # fmt: skip
-                chunk = max(1, videos // (8 * workers))
-                results = pool.map(_build_video, range(videos), chunksize=chunk)
-        else:
+        # spawn, not fork: a forked child inherits the parent's OpenCV / OpenMP thread pools
+        # mid-state and can hang. Spawned workers rebuild the built-in schema and rig by name
+        # (schemas and rigs hold mapping proxies, which do not pickle).
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(min(workers, videos), initializer=_start_worker,
+                          initargs=(out, split, code, cfg)) as pool:  # fmt: skip
+            chunk = max(1, videos // (8 * workers))
+            results = pool.map(_build_video, range(videos), chunksize=chunk)
+    else:
+        global _SPLIT_JOB
+        _SPLIT_JOB = (out, split, code, cfg, kin)
+        try:
             results = [_build_video(i) for i in range(videos)]
-    finally:
-        _SPLIT_JOB = None
+        finally:
+            _SPLIT_JOB = None
     detections = [box for _, dets in results for box in dets]
     write_json_atomic(detections, out / "detections" / f"{split}_boxes.json")
     return [name for name, _ in results]
@@ -606,6 +608,34 @@ def _build_split(
 
 _SPLIT_JOB: tuple[Path, str, int, SyntheticConfig, _Kinematics] | None = None
 """``(out, split, code, config, kinematics)`` of the split being built (see ``_build_split``)."""
+
+PARALLEL_MIN_FRAMES = 2000
+"""Splits with fewer frames are rendered in-process (starting workers costs seconds)."""
+
+_BUILTIN = {
+    "posetrack": (get_schema("posetrack"), HUMAN_RIG),
+    "quadruped": (QUADRUPED, QUADRUPED_RIG),
+}
+
+
+def _spawnable(cfg: SyntheticConfig) -> bool:
+    """Whether a spawned worker can rebuild ``cfg``'s schema and rig by name: the built-in ones,
+    not overridden. Other schemas and rigs are rendered in-process."""
+    if cfg.rig is not None or not isinstance(cfg.schema, str):
+        return False
+    name = cfg.schema.lower()
+    if name not in _BUILTIN:
+        return False
+    schema, rig = _BUILTIN[name]
+    return get_schema(name) is schema and get_rig(schema) is rig
+
+
+def _start_worker(out: Path, split: str, code: int, cfg: SyntheticConfig) -> None:
+    """A spawned build worker: one OpenCV thread, and the split's job rebuilt from its name."""
+    global _SPLIT_JOB
+    cv2.setNumThreads(1)
+    schema = get_schema(cfg.schema)
+    _SPLIT_JOB = (out, split, code, cfg, _Kinematics.build(schema, get_rig(schema)))
 
 
 def _build_video(i: int) -> tuple[str, list[dict]]:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from shapely.geometry import Point, Polygon
 
+from kpdiff.data import synthetic
 from kpdiff.data.detections import read_detections
 from kpdiff.data.posetrack import read_posetrack, read_posetrack18, write_posetrack18
 from kpdiff.data.schemas import KeypointSchema
@@ -230,7 +231,10 @@ def test_head_scale_scales_head_boxes_only(busy: Path, tmp_path: Path) -> None:
     np.testing.assert_allclose(ratios, BUSY.head_scale, rtol=0.02)
 
 
-def test_split_sizes_and_workers_do_not_change_a_split(busy: Path, tmp_path: Path) -> None:
+def test_split_sizes_and_workers_do_not_change_a_split(
+    busy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(synthetic, "PARALLEL_MIN_FRAMES", 0)  # spawn workers even for 18 frames
     cfg = replace(BUSY, split_sizes={"train": (6, 3)})
     parallel = build_synthetic_dataset(tmp_path / "p", cfg, splits=("train", "val"), workers=2)
     serial = build_synthetic_dataset(tmp_path / "s", cfg, splits=("train", "val"), workers=1)
@@ -265,3 +269,11 @@ def test_train_and_val_share_no_random_draw(tmp_path: Path) -> None:
     for a in poses["train"]:
         for b in poses["val"]:
             assert not np.allclose(a, b)
+
+
+def test_custom_schemas_and_rigs_build_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kpdiff.data.synthetic import _spawnable
+
+    assert _spawnable(BUSY) and _spawnable(replace(BUSY, schema="quadruped"))
+    assert not _spawnable(replace(BUSY, schema=QUADRUPED))  # an object: not rebuilt by name
+    assert not _spawnable(replace(BUSY, rig=synthetic.HUMAN_RIG))

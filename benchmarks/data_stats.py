@@ -23,6 +23,7 @@ import numpy as np
 from kpdiff.data.posetrack import read_posetrack
 from kpdiff.data.schemas import get_schema
 from kpdiff.io import write_json_atomic
+from kpdiff.metrics import head_size
 
 
 def scale_statistics(root: str | Path, split: str = "val") -> dict[str, dict[str, float]]:
@@ -40,8 +41,7 @@ def scale_statistics(root: str | Path, split: str = "val") -> dict[str, dict[str
             for person in frame.persons:
                 if person.head_box is None:
                     continue
-                x0, y0, x1, y1 = person.head_box
-                head = 0.6 * float(np.hypot(x1 - x0, y1 - y0))
+                head = head_size(person.head_box)
                 kp = person.keypoints
                 seen = kp[:, 2] > 0
 

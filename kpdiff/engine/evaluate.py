@@ -25,7 +25,7 @@ from kpdiff.data.posetrack import write_posetrack18_predictions
 from kpdiff.data.schemas import KeypointSchema
 from kpdiff.data.structures import FrameAnnotation, PersonAnnotation, VideoAnnotation
 from kpdiff.engine.distributed import DistInfo, all_gather_objects
-from kpdiff.metrics import PoseTrackAP, posetrack_ap
+from kpdiff.metrics import PCKH_THRESHOLD, PoseTrackAP, head_size, posetrack_ap
 
 __all__ = ["ClipPoseModel", "SweepResult", "evaluate_model", "predictions_to_videos"]
 
@@ -237,22 +237,21 @@ def _rows(batch: dict[str, Any], result: Any) -> list[dict[str, Any]]:
 
 
 def _pckh_thresholds(rows: list[dict[str, Any]], gt: Sequence[VideoAnnotation]) -> np.ndarray:
-    """0.5 × poseval's headSize of each row's person, repeated per visible joint (as in
-    :func:`_spread_error`); the person is found by video, frame and track id."""
+    """``PCKH_THRESHOLD`` × poseval's headSize of each row's person, repeated per visible
+    joint (as in :func:`_spread_error`); the person is found by video, frame and track id."""
     heads: dict[tuple[str, int, int | None], float] = {}
     for video in gt:
         for frame in video.frames:
             for person in frame.persons:
                 if person.head_box is not None:
-                    x0, y0, x1, y1 = person.head_box
-                    size = 0.6 * float(np.hypot(x1 - x0, y1 - y0))
+                    size = head_size(person.head_box)
                     heads[(video.name, frame.frame_index, person.track_id)] = size
     out = []
     for row in rows:
         if row["gt"] is None:
             continue
         size = heads.get((row["video"], row["frame_index"], row["track_id"]), float("nan"))
-        out.append(np.full(int((row["gt"][:, 2] > 0).sum()), 0.5 * size))
+        out.append(np.full(int((row["gt"][:, 2] > 0).sum()), PCKH_THRESHOLD * size))
     return np.concatenate(out) if out else np.zeros(0)
 
 

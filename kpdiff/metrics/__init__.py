@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from kpdiff.metrics.posetrack_ap import PCKH_THRESHOLD, PoseTrackAP, posetrack_ap
+from kpdiff.metrics.posetrack_ap import PCKH_THRESHOLD, PoseTrackAP, head_size, posetrack_ap
 
-__all__ = ["PCKH_THRESHOLD", "PoseTrackAP", "posetrack_ap"]
+__all__ = ["PCKH_THRESHOLD", "PoseTrackAP", "head_size", "posetrack_ap"]

@@ -37,7 +37,7 @@ from kpdiff.data.structures import FrameAnnotation, PersonAnnotation, VideoAnnot
 from kpdiff.errors import KpdiffInputError
 from kpdiff.io import write_json_atomic
 
-__all__ = ["PCKH_THRESHOLD", "PoseTrackAP", "posetrack_ap"]
+__all__ = ["PCKH_THRESHOLD", "PoseTrackAP", "head_size", "posetrack_ap"]
 
 PCKH_THRESHOLD = 0.5
 """A joint is correct when its distance to the GT is at most this fraction of the head size."""
@@ -122,6 +122,13 @@ def _check_tracks(persons: list[PersonAnnotation], where: str) -> None:
         raise KpdiffInputError(f"{where}: duplicate track ids {dup}")
 
 
+def head_size(head_box: np.ndarray) -> float:
+    """poseval's headSize of a head box ``[4]`` ``xyxy``: 0.6 × its diagonal (pixels). A joint
+    is correct within :data:`PCKH_THRESHOLD` × this."""
+    x0, y0, x1, y1 = (float(v) for v in head_box)
+    return _HEAD_FACTOR * math.hypot(x1 - x0, y1 - y0)
+
+
 def _head_sizes(persons: list[PersonAnnotation], needed: np.ndarray, where: str) -> np.ndarray:
     sizes = np.zeros(len(persons))
     for n, p in enumerate(persons):
@@ -132,8 +139,7 @@ def _head_sizes(persons: list[PersonAnnotation], needed: np.ndarray, where: str)
         b = np.asarray(p.head_box, np.float64)
         if b.shape != (4,) or not np.isfinite(b).all():
             raise KpdiffInputError(f"{where}, person {n}: head_box must be 4 finite numbers")
-        dx, dy = b[2] - b[0], b[3] - b[1]
-        sizes[n] = _HEAD_FACTOR * math.sqrt(dx * dx + dy * dy)
+        sizes[n] = head_size(b)
     return sizes
 
 

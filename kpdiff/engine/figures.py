@@ -23,6 +23,7 @@ from kpdiff.data.schemas import KeypointSchema
 from kpdiff.diffpose import DiffPose
 from kpdiff.drawing import draw_poses
 from kpdiff.io import atomic_path
+from kpdiff.sampling import repeat_cond
 
 __all__ = ["inside_pictures"]
 
@@ -80,30 +81,21 @@ def inside_pictures(
             per_step.append(torch.sigmoid(xbar[0].float().amax(0)).cpu().numpy())
 
         hooks.append(block.refine.register_forward_hook(record))
-    x0_steps: list[torch.Tensor] = []
     try:
         cond = model.condition(clip[None])
         g = torch.Generator().manual_seed(seed)
-        shape = (1, model.config.num_keypoints, *model.config.heatmap_size)
-        x_T = torch.randn((num_samples, *shape[1:]), generator=g)
-        # the hypotheses one by one, so that the hooks see hypothesis 0 first and alone
-        hyps = []
-        for i in range(num_samples):
-            last, chain = model.diffusion.sample(
-                model.denoise, cond, shape, steps=steps, noise=x_T[i : i + 1],
-                return_intermediates=True,
-                renew=model.sampler.renew_x0 if model.sampler.renew else None,
-            )  # fmt: skip
-            if i == 0:
-                x0_steps = chain
-                for h in hooks:
-                    h.remove()
-                hooks = []
-            hyps.append(last)
-        result = model.sampler.aggregate_hypotheses(torch.stack(hyps))  # [N, 1, K, h, w]
+        k, (h, w) = model.config.num_keypoints, model.config.heatmap_size
+        # The N hypotheses as one batch, as EnsembleSampler runs them (the clip's condition
+        # repeated N times): row 0 of every decoder call is hypothesis 1, which the hooks record.
+        x0, x0_steps = model.diffusion.sample(
+            model.denoise, repeat_cond(cond, num_samples), (num_samples, k, h, w), steps=steps,
+            generator=g, eta=model.sampler.eta, return_intermediates=True,
+            renew=model.sampler.renew_x0 if model.sampler.renew else None,
+        )  # fmt: skip
+        result = model.sampler.aggregate_hypotheses(x0[:, None])  # [N, 1, K, h, w]
     finally:
-        for h in hooks:
-            h.remove()
+        for hook in hooks:
+            hook.remove()
         model.train(was_training)
 
     frame = _key_frame(clip)
@@ -137,8 +129,8 @@ def inside_pictures(
     axes = np.atleast_1d(axes)
     axes[0].imshow(frame)
     axes[0].set_title("key frame", fontsize=7)
-    for s, x0 in enumerate(x0_steps):
-        axes[s + 1].imshow(x0[0].amax(0).numpy(), cmap="magma", vmin=0, vmax=1)
+    for s, x0_s in enumerate(x0_steps):
+        axes[s + 1].imshow(x0_s[0].amax(0).numpy(), cmap="magma", vmin=0, vmax=1)
         axes[s + 1].set_title(f"x̂₀ after step {s + 1}", fontsize=7)
     for ax in axes:
         ax.set_xticks([])

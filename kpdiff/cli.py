@@ -120,14 +120,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             help="folder of per-video prediction JSON files with the same file names"),
         arg("--json", metavar="OUT", default=None,
             help='also write {"joints": {...}, "columns": {...}} to OUT (atomically)'),
+        arg("--frames", choices=["poseval", "labeled"], default=None,
+            help="evaluated frames: every frame with a person (poseval; the default) or only "
+                 "labelled ones (the default for PoseTrack21)"),
     ],
 )  # fmt: skip
 def evaluate(args: argparse.Namespace) -> int:
     """``kpdiff evaluate --gt GT_DIR --pred PRED_DIR [--json OUT]``: print the AP table."""
-    from kpdiff.data.posetrack import read_posetrack
-    from kpdiff.metrics.posetrack_ap import posetrack_ap
+    from kpdiff.metrics.posetrack_ap import evaluate_files
 
-    result = posetrack_ap(read_posetrack(args.gt), read_posetrack(args.pred, predictions=True))
+    result = evaluate_files(args.gt, args.pred, frames=args.frames)
     if args.json:
         result.save_json(args.json)
     print(result.table())

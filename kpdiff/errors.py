@@ -7,8 +7,10 @@ never has to read a traceback to find out which of their inputs was wrong.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a tensor is checked: reading files needs no torch
+    import torch
 
 __all__ = ["KpdiffError", "KpdiffInputError", "check_finite", "check_shape"]
 
@@ -45,6 +47,8 @@ def check_shape(
         KpdiffInputError: when ``x`` is not a tensor, has the wrong rank or a wrong size. There is
             no broadcasting: ``[K, 2]`` is not accepted where ``[B, K, 2]`` is expected.
     """
+    import torch
+
     spec = "[" + ", ".join("*" if e is None else str(e) for e in expected) + "]"
     if not isinstance(x, torch.Tensor):
         raise KpdiffInputError(f"{name}: expected a tensor of shape {spec}, got {type(x).__name__}")
@@ -73,6 +77,8 @@ def check_shape(
 
 def check_finite(name: str, x: torch.Tensor) -> None:
     """Raise :class:`KpdiffInputError` when ``x`` holds NaN or infinite values."""
+    import torch
+
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise KpdiffInputError(f"{name}: expected finite values, got {bad} NaN/inf entries")

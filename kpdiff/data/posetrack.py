@@ -16,14 +16,16 @@ Writers replace their target atomically (temporary file in the same folder, then
 
 from __future__ import annotations
 
-import json
+import glob
 import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import orjson
 
 from kpdiff.data.schemas import POSETRACK, KeypointSchema, get_schema
 from kpdiff.data.structures import FrameAnnotation, PersonAnnotation, VideoAnnotation
@@ -33,7 +35,9 @@ from kpdiff.io import write_json_atomic
 __all__ = [
     "MISSING_SCORE",
     "POSETRACK17_JOINTS",
+    "FileOrder",
     "detect_format",
+    "list_annotation_files",
     "read_posetrack",
     "read_posetrack17",
     "read_posetrack18",
@@ -61,13 +65,22 @@ def _fail(path: PathLike, where: str, field: str, msg: str) -> KpdiffInputError:
 
 
 def _load_json(path: PathLike) -> Any:
+    """The parsed JSON file (orjson: strict JSON, UTF-8, no NaN, integers within 64 bits)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        info = os.stat(path)
     except FileNotFoundError:
         raise KpdiffInputError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except OSError as e:
+        raise KpdiffInputError(f"{path}: cannot be read ({e.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block or never end
+        raise KpdiffInputError(f"{path}: not a regular file")
+    try:
+        with open(path, "rb") as f:
+            return orjson.loads(f.read())
+    except orjson.JSONDecodeError as e:
         raise KpdiffInputError(f"{path}: not valid JSON ({e})") from None
+    except OSError as e:
+        raise KpdiffInputError(f"{path}: cannot be read ({e.strerror})") from None
 
 
 def _numbers(v: Any, n: int | None, path: PathLike, where: str, field: str) -> list[float]:
@@ -150,38 +163,85 @@ def _read_regions(im: dict, path: PathLike, where: str) -> list[np.ndarray]:
     return out
 
 
-def _read_person18(
-    a: dict, cols: list[int], schema: KeypointSchema, predictions: bool, path: PathLike, where: str
-) -> PersonAnnotation:
-    n = len(cols)
-    raw = np.asarray(_numbers(a.get("keypoints"), 3 * n, path, where, "keypoints"), np.float64)
-    raw = raw.reshape(n, 3)
+def _bulk(rows: list[Any], n: int) -> np.ndarray | None:
+    """``rows`` (lists of ``n`` finite numbers each) as one ``[len(rows), n]`` float64 array,
+    or ``None`` when any row is not such a list (the caller then names the bad row)."""
+    if not rows:
+        return np.zeros((0, n))
+    try:
+        a = np.array(rows)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if a.dtype.kind not in "iuf" or a.shape != (len(rows), n):
+        return None
+    a = a.astype(np.float64, copy=False)
+    return a if np.isfinite(a).all() else None
+
+
+def _rows(
+    anns: list[dict], field: str, n: int, path: PathLike, where: list[str], optional: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(values [N, n], given [N] bool)`` of one numeric list field of every annotation.
+
+    A missing field (or ``[]``, or ``null``) is not given when ``optional``, else an error; any
+    other malformed value raises :class:`KpdiffInputError` naming the annotation and the field.
+    """
+    given = np.array([a.get(field) not in (None, []) for a in anns], bool)
+    if not optional and not given.all():
+        j = int(np.flatnonzero(~given)[0])
+        raise _fail(path, where[j], field, f"expected a list of {n} numbers, got nothing")
+    idx = np.flatnonzero(given)
+    rows = [anns[j][field] for j in idx]
+    out = np.zeros((len(anns), n))
+    vals = _bulk(rows, n)
+    if vals is None:  # find and name the first bad one
+        for j, r in zip(idx, rows, strict=True):
+            _numbers(r, n, path, where[j], field)
+        raise _fail(path, where[int(idx[0])], field, f"expected lists of {n} finite numbers")
+    out[idx] = vals
+    return out, given
+
+
+def _persons18(
+    anns: list[dict],
+    cols: list[int],
+    schema: KeypointSchema,
+    predictions: bool,
+    path: PathLike,
+    where: list[str],
+) -> list[PersonAnnotation]:
+    """Every annotation of a PoseTrack18/21 file as a person, numbers converted in bulk."""
+    n, N, K = len(cols), len(anns), schema.num_keypoints
+    raw = _rows(anns, "keypoints", 3 * n, path, where, optional=False)[0].reshape(N, n, 3)
+    in_file = ~((raw[..., 0] == 0) & (raw[..., 1] == 0) & (raw[..., 2] == 0))  # [N, n]
     if predictions:
-        absent = (raw[:, 0] == 0) & (raw[:, 1] == 0) & (raw[:, 2] == 0)
-        scores = a.get("scores") or []
-        if scores:
-            raw[:, 2] = _numbers(scores, n, path, where, "scores")
-        else:
-            raw[:, 2] = MISSING_SCORE
-        raw[absent] = 0.0
-    kp = np.zeros((schema.num_keypoints, 3), np.float64)
-    kp[cols] = raw
-    boxes = {}
-    for field in ("bbox", "bbox_head"):
-        b = a.get(field)
-        boxes[field] = None if b in (None, []) else np.asarray(_numbers(b, 4, path, where, field))
-    head = boxes["bbox_head"]
-    if head is not None:  # xywh in the file, xyxy in memory (x2 = x + w, as poseval computes it)
-        head = np.array([head[0], head[1], head[0] + head[2], head[1] + head[3]])
-    tid = a.get("track_id")
-    score = a.get("score")
-    return PersonAnnotation(
-        keypoints=kp,
-        box=boxes["bbox"],
-        head_box=head,
-        track_id=None if tid is None else _scalar(tid, path, where, "track_id", int),
-        score=None if score is None else _scalar(score, path, where, "score"),
-    )
+        scores, has_scores = _rows(anns, "scores", n, path, where, optional=True)
+        raw[..., 2] = np.where(has_scores[:, None], scores, MISSING_SCORE)
+        raw[~in_file] = 0.0
+    elif (raw[..., 2] < 0).any():
+        j = int(np.flatnonzero((raw[..., 2] < 0).any(axis=1))[0])
+        raise _fail(path, where[j], "keypoints", "a visibility (every third value) is negative")
+    kp = np.zeros((N, K, 3))
+    kp[:, cols] = raw
+    present = np.zeros((N, K), bool)
+    present[:, cols] = in_file
+    box, has_box = _rows(anns, "bbox", 4, path, where, optional=True)
+    head, has_head = _rows(anns, "bbox_head", 4, path, where, optional=True)
+    head[:, 2:] += head[:, :2]  # xywh in the file, xyxy in memory (x2 = x + w, as poseval does)
+    persons = []
+    for j, a in enumerate(anns):
+        tid, score = a.get("track_id"), a.get("score")
+        persons.append(
+            PersonAnnotation(
+                keypoints=kp[j],
+                box=box[j] if has_box[j] else None,
+                head_box=head[j] if has_head[j] else None,
+                track_id=None if tid is None else _scalar(tid, path, where[j], "track_id", int),
+                score=None if score is None else _scalar(score, path, where[j], "score"),
+                present=present[j] if predictions else None,
+            )
+        )
+    return persons
 
 
 def read_posetrack18(
@@ -236,17 +296,28 @@ def _parse18(
             is_labeled=bool(_flag(labeled, path, where, "is_labeled")),
             ignore_regions=_read_regions(im, path, where),
         )
-    annotations = data.get("annotations") or []
+    annotations = data.get("annotations")
     if not isinstance(annotations, list):
-        raise _fail(path, "top level", "annotations", "expected a list")
+        raise _fail(
+            path, "top level", "annotations",
+            "expected a list of persons ([] for a video without any), got "
+            + ("nothing" if annotations is None else type(annotations).__name__),
+        )  # fmt: skip
+    owners, where = [], []
     for j, a in enumerate(annotations):
         if not isinstance(a, dict):
             raise _fail(path, f"annotations[{j}]", "annotations", "expected an object")
-        iid = _scalar(a.get("image_id"), path, f"annotations[{j}]", "image_id", int)
-        where = f"annotations[{j}] (image id {iid})"
+        iid = a.get("image_id")
+        if type(iid) is not int:
+            iid = _scalar(iid, path, f"annotations[{j}]", "image_id", int)
+        where.append(f"annotations[{j}] (image id {iid})")
         if iid not in frames:
-            raise _fail(path, where, "image_id", "no image with this id in 'images'")
-        frames[iid].persons.append(_read_person18(a, cols, schema, predictions, path, where))
+            raise _fail(path, where[-1], "image_id", "no image with this id in 'images'")
+        owners.append(frames[iid])
+    for frame, person in zip(
+        owners, _persons18(annotations, cols, schema, predictions, path, where), strict=True
+    ):
+        frame.persons.append(person)
     for iid in unflagged:
         frames[iid].is_labeled = bool(frames[iid].persons)
     return _group_by_folder(list(frames.values()), Path(path).stem)
@@ -281,7 +352,7 @@ def read_posetrack21(
         predictions: read the third keypoint value as a score.
         schema: keypoint order of the result (default :data:`POSETRACK`).
     """
-    files = _json_files(path, split)
+    files = list_annotation_files(path, split)
     return _read_files(files, lambda f: read_posetrack18(f, predictions=predictions, schema=schema))
 
 
@@ -302,6 +373,7 @@ def _read_person17(
     if not isinstance(points, list):
         raise _fail(path, where, "annopoints", "expected a list of points")
     seen = set()
+    present = np.zeros(schema.num_keypoints, bool)
     for p, pt in enumerate(points):
         pw = f"{where}, point {p}"
         jid = _scalar(pt.get("id") if isinstance(pt, dict) else None, path, pw, "id", int)
@@ -321,12 +393,14 @@ def _read_person17(
             vis = pt.get("is_visible")
             third = 1.0 if vis is None else float(_flag(vis, path, pw, "is_visible"))
         kp[schema.index(name)] = (x, y, third)
+        present[schema.index(name)] = True  # a listed point is a joint, even (0, 0) with v = 0
     tid, score = r.get("track_id"), r.get("score")
     return PersonAnnotation(
         keypoints=kp,
         head_box=head,
         track_id=None if tid is None else _scalar(tid, path, where, "track_id", int),
         score=None if score is None else _scalar(score, path, where, "score"),
+        present=present,
     )
 
 
@@ -383,11 +457,11 @@ def _parse17(
         rects = entry.get("annorect") or []
         if not isinstance(rects, list):
             raise _fail(path, where, "annorect", "expected a list")
-        persons = [
-            _read_person17(r if isinstance(r, dict) else {}, schema, predictions, path,
-                           f"{where}, annorect[{j}]")
-            for j, r in enumerate(rects)
-        ]  # fmt: skip
+        persons = []
+        for j, r in enumerate(rects):
+            if not isinstance(r, dict):
+                raise _fail(path, f"{where}, annorect[{j}]", "annorect", "expected an object")
+            persons.append(_read_person17(r, schema, predictions, path, f"{where}, annorect[{j}]"))
         imgnum, num = entry.get("imgnum"), _frame_number(name)
         if imgnum is not None:
             index = _scalar(imgnum, path, where, "imgnum", int) - 1
@@ -433,17 +507,33 @@ def _format_of(data: Any, path: PathLike) -> str:
     raise KpdiffInputError(f"{path}: not a PoseTrack file (no 'annolist' and no 'images')")
 
 
-def _json_files(path: PathLike, split: str) -> list[Path]:
+FileOrder = Literal["sorted", "listing"]
+"""How a folder's ``*.json`` files are ordered: by name, or as the file system lists them."""
+
+
+def list_annotation_files(
+    path: PathLike, split: str = "val", order: FileOrder = "sorted"
+) -> list[Path]:
+    """The annotation files :func:`read_posetrack` reads for ``path`` (same arguments).
+
+    A file is itself; a folder gives its ``*.json`` files, a dataset root those of its split
+    folder (``annotations/<split>/``, ``posetrack_data/<split>/``, ``<split>/``, in this order).
+    """
+    if order not in ("sorted", "listing"):
+        raise KpdiffInputError(f"order: expected 'sorted' or 'listing', got {order!r}")
     p = Path(path)
-    if p.is_file():
+    if p.exists() and not p.is_dir():
         return [p]
     if not p.is_dir():
         raise KpdiffInputError(f"{path}: no such file or folder")
     # A dataset root's split folders win over stray JSON files (a manifest) in the root itself.
     for folder in (p / "annotations" / split, p / "posetrack_data" / split, p / split, p):
-        files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        if not folder.is_dir():
+            continue
+        # poseval's own call (glob.glob lists in the file system's order)
+        files = [Path(f) for f in glob.glob(os.path.join(glob.escape(str(folder)), "*.json"))]
         if files:
-            return files
+            return sorted(files) if order == "sorted" else files
     raise KpdiffInputError(
         f"{path}: no .json files in it, nor in {split}/, posetrack_data/{split}/ or "
         f"annotations/{split}/"
@@ -467,15 +557,20 @@ def read_posetrack(
     split: str = "val",
     predictions: bool = False,
     schema: KeypointSchema | str = POSETRACK,
+    order: FileOrder = "sorted",
 ) -> list[VideoAnnotation]:
     """Read PoseTrack17/18/21 annotations from a file or a folder, detecting each file's format.
 
     Args:
-        path: a ``.json`` file, a folder of them (read in sorted name order), or a dataset root
-            holding ``<split>/``, ``posetrack_data/<split>/`` (2021) or ``annotations/<split>/``.
+        path: a ``.json`` file, a folder of them, or a dataset root holding ``<split>/``,
+            ``posetrack_data/<split>/`` (2021) or ``annotations/<split>/``.
         split: the split folder under a root (default ``"val"``).
         predictions: read the third keypoint value as a score (see the module docstring).
         schema: keypoint order of the result, or its name (default :data:`POSETRACK`).
+        order: ``"sorted"`` (default): a folder's files by name, the same on every machine.
+            ``"listing"``: in the order the file system lists them, which is how poseval reads
+            ground truth; it decides how poseval ranks equal scores across videos
+            (:func:`kpdiff.metrics.evaluate_files` uses it).
 
     Returns:
         the videos, in file order; video names are unique (a clash raises).
@@ -487,7 +582,7 @@ def read_posetrack(
         parse = _parse17 if _format_of(data, f) == "posetrack17" else _parse18
         return parse(data, f, predictions, schema)
 
-    return _read_files(_json_files(path, split), read)
+    return _read_files(list_annotation_files(path, split, order), read)
 
 
 # --------------------------------------------------------------------------- writers

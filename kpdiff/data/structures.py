@@ -28,6 +28,10 @@ class PersonAnnotation:
         head_box: ``[4]`` head box ``xyxy`` (PoseTrack ``bbox_head``), or ``None``.
         track_id: the person's track id within its video, or ``None``.
         score: detection/box score (predictions and detector boxes), or ``None``.
+        present: ``[K]`` bool, which joints the file lists, or ``None`` (default): every joint
+            whose ``(x, y, v)`` is not ``(0, 0, 0)``. Readers set it where the file says more
+            than the numbers do: a predicted joint at the origin with score 0, a PoseTrack17
+            point at the origin with visibility 0.
     """
 
     keypoints: np.ndarray
@@ -35,6 +39,13 @@ class PersonAnnotation:
     head_box: np.ndarray | None = None
     track_id: int | None = None
     score: float | None = None
+    present: np.ndarray | None = None
+
+    def joints_present(self) -> np.ndarray:
+        """``[K]`` bool: :attr:`present`, or the joints whose ``(x, y, v)`` is not all zero."""
+        if self.present is not None:
+            return np.asarray(self.present, bool)
+        return np.asarray(self.keypoints, np.float64).any(axis=-1)
 
 
 @dataclass

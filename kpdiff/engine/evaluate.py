@@ -183,12 +183,20 @@ def _covered(
     gt_videos: Sequence[VideoAnnotation], dataset: Dataset, first_left_out: int
 ) -> list[VideoAnnotation]:
     """The ground truth that the clips before ``first_left_out`` cover (clips are in video and
-    frame order): the videos and frames before that clip's key frame; its video's later frames
-    are kept but unlabelled (the prediction files still hold every frame)."""
+    frame order): the videos and frames before that clip's key frame, and on that frame the
+    persons whose clips were evaluated (by track id; a dataset without ``samples``: none). Its
+    video's later frames are kept without persons, so that the AP skips them (the prediction
+    files still hold every frame)."""
     samples = getattr(dataset, "samples", None)
+    done: set[int] = set()
     if samples is not None:  # a TopDownClipDataset: no need to read the clip's images
         s = samples[first_left_out]
         video, frame = s.video, s.key if s.frame_index is None else s.frame_index
+        done = {
+            e.track_id
+            for e in samples[:first_left_out]
+            if e.video == video and (e.key if e.frame_index is None else e.frame_index) == frame
+        }
     else:
         item = dataset[first_left_out]
         video, frame = item["video"], int(item["frame_index"])
@@ -196,9 +204,14 @@ def _covered(
     if video not in names:
         return list(gt_videos)
     cut = gt_videos[names.index(video)]
-    frames = [
-        f if f.frame_index < frame else dataclasses.replace(f, is_labeled=False) for f in cut.frames
-    ]
+
+    def kept(f: FrameAnnotation) -> FrameAnnotation:
+        if f.frame_index < frame:
+            return f
+        persons = [p for p in f.persons if p.track_id in done] if f.frame_index == frame else []
+        return dataclasses.replace(f, persons=persons)
+
+    frames = [kept(f) for f in cut.frames]
     return [*gt_videos[: names.index(video)], VideoAnnotation(name=cut.name, frames=frames)]
 
 

@@ -1,7 +1,9 @@
-"""Evaluation metrics: PoseTrack multi-person pose AP (poseval's protocol)."""
+"""Evaluation metrics: PoseTrack multi-person pose AP, as the official poseval computes it."""
 
 from __future__ import annotations
 
-from kpdiff.metrics.posetrack_ap import PCKH_THRESHOLD, PoseTrackAP, head_size, posetrack_ap
+import sys
 
-__all__ = ["PCKH_THRESHOLD", "PoseTrackAP", "head_size", "posetrack_ap"]
+from kpdiff.metrics.posetrack_ap import *  # noqa: F403  (its __all__ is the public API)
+
+__all__ = list(sys.modules["kpdiff.metrics.posetrack_ap"].__all__)

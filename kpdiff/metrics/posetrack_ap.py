@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import shapely
@@ -37,7 +39,17 @@ from kpdiff.data.structures import FrameAnnotation, PersonAnnotation, VideoAnnot
 from kpdiff.errors import KpdiffInputError
 from kpdiff.io import write_json_atomic
 
-__all__ = ["PCKH_THRESHOLD", "PoseTrackAP", "head_size", "posetrack_ap"]
+__all__ = [
+    "PCKH_THRESHOLD",
+    "FrameRule",
+    "PoseTrackAP",
+    "evaluate_files",
+    "head_size",
+    "posetrack_ap",
+]
+
+FrameRule = Literal["poseval", "labeled"]
+"""Which ground-truth frames :func:`posetrack_ap` evaluates (see its ``frames`` argument)."""
 
 PCKH_THRESHOLD = 0.5
 """A joint is correct when its distance to the GT is at most this fraction of the head size."""
@@ -88,19 +100,23 @@ class _Frame:
 
     gt_xy: np.ndarray  # [G, J, 2]
     gt_has: np.ndarray  # [G, J] bool
-    head: np.ndarray  # [G] head sizes
+    head_box: np.ndarray  # [G, 4] xyxy (NaN: none, and no joint needs one)
     pr_xy: np.ndarray  # [P, J, 2]
     pr_has: np.ndarray  # [P, J] bool
     pr_score: np.ndarray  # [P, J]
 
 
-def _stack(persons: list[PersonAnnotation], k: int, where: str) -> np.ndarray:
-    """``[N, K, 3]`` float64 keypoints of ``persons``; errors name the offending person."""
+def _stack(persons: list[PersonAnnotation], k: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """``([N, K, 3] float64 keypoints, [N, K] bool present)`` of ``persons``; errors name the
+    offending person."""
     if not persons:
-        return np.zeros((0, k, 3))
+        return np.zeros((0, k, 3)), np.zeros((0, k), bool)
     try:
         kp = np.asarray([p.keypoints for p in persons], np.float64).reshape(len(persons), -1, 3)
         ok = kp.shape[1] == k and bool(np.isfinite(kp).all())
+        if ok:
+            has = np.asarray([p.joints_present() for p in persons], bool)
+            ok = has.shape == (len(persons), k)
     except (ValueError, TypeError):
         ok = False
     if not ok:
@@ -111,8 +127,10 @@ def _stack(persons: list[PersonAnnotation], k: int, where: str) -> np.ndarray:
                     f"{where}, person {n}: keypoints must be finite with shape [{k}, 3], "
                     f"got shape {list(a.shape)}"
                 )
-        raise KpdiffInputError(f"{where}: keypoints must be finite [{k}, 3] arrays")
-    return kp
+        raise KpdiffInputError(
+            f"{where}: keypoints must be finite [{k}, 3] arrays with [{k}] presence flags"
+        )
+    return kp, has
 
 
 def _check_tracks(persons: list[PersonAnnotation], where: str) -> None:
@@ -123,45 +141,58 @@ def _check_tracks(persons: list[PersonAnnotation], where: str) -> None:
 
 
 def head_size(head_box: np.ndarray) -> float:
-    """poseval's headSize of a head box ``[4]`` ``xyxy``: 0.6 × its diagonal (pixels). A joint
-    is correct within :data:`PCKH_THRESHOLD` × this."""
+    """poseval's headSize of a head box ``[4]`` ``xyxy``: 0.6 × its diagonal (pixels), with
+    poseval's own arithmetic (``np.linalg.norm``), so that a joint on the threshold is judged as
+    poseval judges it. A joint is correct within :data:`PCKH_THRESHOLD` × this."""
     x0, y0, x1, y1 = (float(v) for v in head_box)
-    return _HEAD_FACTOR * math.hypot(x1 - x0, y1 - y0)
+    return _HEAD_FACTOR * float(np.linalg.norm(np.subtract([x1, y1], [x0, y0])))
 
 
-def _head_sizes(persons: list[PersonAnnotation], needed: np.ndarray, where: str) -> np.ndarray:
-    sizes = np.zeros(len(persons))
+def _head_boxes(persons: list[PersonAnnotation], needed: np.ndarray, where: str) -> np.ndarray:
+    """``[G, 4]`` head boxes ``xyxy`` (NaN where a person has none and needs none)."""
+    boxes = np.full((len(persons), 4), np.nan)
     for n, p in enumerate(persons):
         if p.head_box is None:
             if needed[n]:
-                raise KpdiffInputError(f"{where}, person {n}: head_box is missing")
+                raise KpdiffInputError(
+                    f"{where}, person {n}: head_box is missing (the PCKh reference size; "
+                    "PoseTrack18 'bbox_head', PoseTrack17 x1/y1/x2/y2)"
+                )
             continue
         b = np.asarray(p.head_box, np.float64)
         if b.shape != (4,) or not np.isfinite(b).all():
             raise KpdiffInputError(f"{where}, person {n}: head_box must be 4 finite numbers")
-        sizes[n] = head_size(b)
-    return sizes
+        boxes[n] = b
+    return boxes
+
+
+def _head_sizes(boxes: np.ndarray) -> np.ndarray:
+    """``[...]`` head sizes of ``[..., 4]`` boxes, vectorised: equal to :func:`head_size` up to
+    the last bit, which only matters on the threshold (re-judged there with poseval's own call)."""
+    d = boxes[..., 2:] - boxes[..., :2]
+    return _HEAD_FACTOR * np.sqrt(d[..., 0] ** 2 + d[..., 1] ** 2)
 
 
 def _inside(frame: FrameAnnotation, xy: np.ndarray, where: str) -> np.ndarray:
     """``[N]`` bool: points strictly inside one of the frame's ignore polygons."""
     out = np.zeros(len(xy), bool)
+    points = shapely.points(xy)
     for r, region in enumerate(frame.ignore_regions):
         try:
             poly = shapely.Polygon(np.asarray(region, np.float64).reshape(-1, 2))
         except (ValueError, shapely.errors.GEOSException) as e:
             raise KpdiffInputError(f"{where}: ignore region {r} is not a polygon ({e})") from None
-        out |= shapely.contains_xy(poly, xy[:, 0], xy[:, 1])
+        out |= shapely.contains(poly, points)  # not contains_xy: poseval's unprepared test
     return out
 
 
 def _frame(gt: FrameAnnotation, pr: FrameAnnotation, sch: KeypointSchema, where: str) -> _Frame:
     ev, k = list(sch.evaluated), sch.num_keypoints
-    g = _stack(gt.persons, k, where + ", ground truth")[:, ev]
-    p = _stack(pr.persons, k, where + ", prediction")[:, ev]
-    g_has, p_has = g.any(axis=2), p.any(axis=2)  # absent = (0, 0, 0)
-    head = _head_sizes(gt.persons, g_has.any(axis=1), where + ", ground truth")
-    if gt.ignore_regions and (g_has.any() or p_has.any()):
+    g, g_has = _stack(gt.persons, k, where + ", ground truth")
+    p, p_has = _stack(pr.persons, k, where + ", prediction")
+    g, g_has, p, p_has = g[:, ev], g_has[:, ev], p[:, ev], p_has[:, ev]
+    head = _head_boxes(gt.persons, g_has.any(axis=1), where + ", ground truth")
+    if gt.ignore_regions:  # checked even without joints to test, as poseval builds them all
         inside = _inside(gt, np.concatenate([g[..., :2], p[..., :2]]).reshape(-1, 2), where)
         g_has &= ~inside[: g_has.size].reshape(g_has.shape)
         p_has &= ~inside[g_has.size :].reshape(p_has.shape)
@@ -169,7 +200,10 @@ def _frame(gt: FrameAnnotation, pr: FrameAnnotation, sch: KeypointSchema, where:
 
 
 def _collect(
-    gt: Sequence[VideoAnnotation], pred: Sequence[VideoAnnotation], sch: KeypointSchema
+    gt: Sequence[VideoAnnotation],
+    pred: Sequence[VideoAnnotation],
+    sch: KeypointSchema,
+    labeled_only: bool,
 ) -> list[_Frame]:
     """Pair videos by name and frames by position, check them, keep the evaluated frames."""
     by_name: dict[str, VideoAnnotation] = {}
@@ -202,8 +236,14 @@ def _collect(
                 )
             _check_tracks(gf.persons, where + ", ground truth")
             _check_tracks(pf.persons, where + ", prediction")
-            if gf.is_labeled and gf.persons:
+            if gf.persons and (gf.is_labeled or not labeled_only):
                 frames.append(_frame(gf, pf, sch, where))
+    if not frames:
+        raise KpdiffInputError(
+            "ground truth: no frame to evaluate (no frame lists a person"
+            + (", or none of those is labelled" if labeled_only else "")
+            + f"; {sum(len(v.frames) for v in gt)} frames in {len(gt)} videos): the AP is undefined"
+        )
     return frames
 
 
@@ -217,18 +257,24 @@ def _match_chunk(chunk: list[_Frame], thr: float) -> tuple[np.ndarray, ...]:
     G = max(f.gt_has.shape[0] for f in chunk)
     pr_xy, gt_xy = np.zeros((F, P, J, 2)), np.zeros((F, G, J, 2))
     pr_has, gt_has = np.zeros((F, P, J), bool), np.zeros((F, G, J), bool)
-    score, head = np.zeros((F, P, J)), np.ones((F, G))
+    score, box = np.zeros((F, P, J)), np.zeros((F, G, 4))
     for n, f in enumerate(chunk):  # padding rows have no joints, so they never match
         p, g = f.pr_has.shape[0], f.gt_has.shape[0]
         pr_xy[n, :p], pr_has[n, :p], score[n, :p] = f.pr_xy, f.pr_has, f.pr_score
-        gt_xy[n, :g], gt_has[n, :g], head[n, :g] = f.gt_xy, f.gt_has, f.head
+        gt_xy[n, :g], gt_has[n, :g], box[n, :g] = f.gt_xy, f.gt_has, f.head_box
     n_gt = gt_has.sum(axis=(0, 1))
     if P == 0 or G == 0:
         return score, np.zeros_like(pr_has), pr_has, n_gt
+    head = _head_sizes(box)  # [F, G]
     diff = pr_xy[:, :, None] - gt_xy[:, None]  # [F, P, G, J, 2]
     with np.errstate(divide="ignore", invalid="ignore"):  # zero head size: never a match
         dist = np.sqrt(diff[..., 0] ** 2 + diff[..., 1] ** 2) / head[:, None, :, None]
-    correct = (dist <= thr) & pr_has[:, :, None] & gt_has[:, None]  # [F, P, G, J]
+    both = pr_has[:, :, None] & gt_has[:, None]  # [F, P, G, J]
+    correct = (dist <= thr) & both
+    near = both & (np.abs(dist - thr) <= 1e-9 * thr)  # re-judged with poseval's arithmetic
+    for f, p, g, j in np.argwhere(near):
+        d = np.linalg.norm(np.subtract(gt_xy[f, g, j], pr_xy[f, p, j])) / head_size(box[f, g])
+        correct[f, p, g, j] = d <= thr
     pck = correct.sum(-1) / np.maximum(gt_has.sum(-1), 1)[:, None, :]  # [F, P, G]
     best_gt = pck.argmax(axis=2)  # [F, P]: each prediction keeps its best GT (first on ties)
     kept = np.where(np.arange(G) == best_gt[..., None], pck, 0.0)
@@ -275,6 +321,7 @@ def posetrack_ap(
     schema: KeypointSchema | str = POSETRACK,
     *,
     threshold: float = PCKH_THRESHOLD,
+    frames: FrameRule = "poseval",
 ) -> PoseTrackAP:
     """Per-joint AP of ``pred`` against ``gt``, reproducing poseval (module docstring).
 
@@ -286,6 +333,10 @@ def posetrack_ap(
         schema: keypoint schema or its name (default :data:`POSETRACK`): which joints are
             evaluated and how columns group them.
         threshold: PCKh threshold as a fraction of the head size (default 0.5).
+        frames: which ground-truth frames are evaluated. ``"poseval"`` (default): every frame
+            that lists a person, labelled or not, as poseval does. ``"labeled"``: only those
+            whose ``is_labeled`` is true as well (PoseTrack21, whose unlabelled frames carry
+            box-only persons that poseval's rule would count as missed people).
 
     Returns:
         :class:`PoseTrackAP` with per-joint and per-column APs in percent.
@@ -298,8 +349,13 @@ def posetrack_ap(
     """
     sch = get_schema(schema)
     names = [sch.keypoints[j] for j in sch.evaluated]
-    frames = _collect(gt, pred, sch)
-    parts: list[tuple[np.ndarray, ...]] = [_match_chunk(c, threshold) for c in _chunks(frames)]
+    if frames not in ("poseval", "labeled"):
+        raise KpdiffInputError(f"frames: expected 'poseval' or 'labeled', got {frames!r}")
+    real = isinstance(threshold, numbers.Real) and not isinstance(threshold, bool)
+    if not (real and math.isfinite(threshold) and threshold > 0):
+        raise KpdiffInputError(f"threshold: expected a finite number > 0, got {threshold!r}")
+    evaluated = _collect(gt, pred, sch, labeled_only=frames == "labeled")
+    parts: list[tuple[np.ndarray, ...]] = [_match_chunk(c, threshold) for c in _chunks(evaluated)]
     aps = np.zeros(len(names))
     for j in range(len(names)):
         s = [sc[..., j][has[..., j]] for sc, _, has, _ in parts]
@@ -316,3 +372,38 @@ def posetrack_ap(
     finite = aps[~np.isnan(aps)]
     columns["Mean"] = float(finite.mean()) if finite.size else math.nan
     return PoseTrackAP(joints=joints, columns=columns)
+
+
+def evaluate_files(
+    gt: str | os.PathLike,
+    pred: str | os.PathLike,
+    schema: KeypointSchema | str = POSETRACK,
+    *,
+    split: str = "val",
+    threshold: float = PCKH_THRESHOLD,
+    frames: FrameRule | None = None,
+) -> PoseTrackAP:
+    """``kpdiff evaluate``: the AP of a folder of prediction files against ground-truth files,
+    read as poseval reads them.
+
+    Ground-truth files are taken in the order the file system lists them (poseval's ``glob``),
+    which is the order in which equal scores are ranked; predictions are paired by video name.
+
+    Args:
+        gt: ground-truth file, folder or dataset root (see
+            :func:`~kpdiff.data.posetrack.read_posetrack`).
+        pred: the predictions' file or folder.
+        schema: keypoint schema or its name (default :data:`POSETRACK`).
+        split: the split folder under a dataset root (default ``"val"``).
+        threshold: PCKh threshold (default 0.5).
+        frames: see :func:`posetrack_ap`; default ``"labeled"`` when the ground truth is
+            PoseTrack21 (which poseval does not read), else ``"poseval"``.
+    """
+    from kpdiff.data.posetrack import detect_format, list_annotation_files, read_posetrack
+
+    files = list_annotation_files(gt, split, "listing")
+    if frames is None:
+        frames = "labeled" if detect_format(files[0]) == "posetrack21" else "poseval"
+    truth = read_posetrack(gt, split=split, schema=schema, order="listing")
+    predictions = read_posetrack(pred, split=split, predictions=True, schema=schema)
+    return posetrack_ap(truth, predictions, schema, threshold=threshold, frames=frames)

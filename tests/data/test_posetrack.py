@@ -243,7 +243,10 @@ def pt18(**changes):
         (pt18(ann={"image_id": 6}), r"annotations\[0\] \(image id 6\): field 'image_id': no image"),
         (pt18(ann={"keypoints": [1.0] * 50}), r"field 'keypoints': expected 51 numbers, got 50"),
         (pt18(ann={"keypoints": [None] * 51}), "field 'keypoints': expected a list of numbers"),
-        (pt18(ann={"keypoints": [float("nan")] * 51}), "field 'keypoints': expected finite"),
+        (pt18(ann={"keypoints": [float("nan")] * 51}), "not valid JSON"),  # NaN is not JSON
+        (pt18(ann={"keypoints": [10**400] * 51}), "not valid JSON"),  # beyond 64 bits
+        ({"images": [{"id": 1, "file_name": "a/0.jpg"}]}, "field 'annotations': expected a list"),
+        (pt18(ann={"keypoints": [1.0, 1.0, -7.0] * 17}), "visibility .* is negative"),
         (pt18(ann={"bbox_head": [1, 2]}), "field 'bbox_head': expected 4 numbers"),
         (pt18(ann={"track_id": 1.5}), "field 'track_id': expected an integer"),
         (pt18(image={"ignore_regions_x": [[1, 2]], "ignore_regions_y": []}), "ignore_regions_x"),
@@ -277,7 +280,8 @@ def test_malformed_posetrack18_details(tmp_path):
     with pytest.raises(KpdiffInputError, match=r"no \.json files"):
         read_posetrack(empty)
     write(tmp_path / "empty", pt18(), "a.json")
-    write(tmp_path / "empty", {"images": [{"id": 1, "file_name": "a/000000.jpg"}]}, "b.json")
+    write(tmp_path / "empty", {"images": [{"id": 1, "file_name": "a/000000.jpg"}],
+                               "annotations": []}, "b.json")  # fmt: skip
     (tmp_path / "empty" / "b.json").rename(tmp_path / "empty" / "c.json")
     data = pt18(image={"file_name": "x/000000.jpg"})
     data["images"].append({"id": 9, "file_name": "a/000000.jpg"})
@@ -361,3 +365,21 @@ def test_malformed_detections(tmp_path, records, message):
     with pytest.raises(KpdiffInputError, match=message) as err:
         read_detections(path)
     assert str(path) in str(err.value)
+
+
+def test_a_fifo_is_refused_not_read(tmp_path):
+    fifo = tmp_path / "gt.json"
+    os.mkfifo(fifo)
+    with pytest.raises(KpdiffInputError, match="not a regular file"):
+        read_posetrack(fifo)
+
+
+def test_listing_order_is_poseval_order_and_sorted_is_by_name(tmp_path):
+    for name in ("b", "a", "c"):
+        data = pt18(image={"file_name": f"{name}/000000.jpg"})
+        write(tmp_path, data, f"{name}.json")
+    import glob
+
+    listed = [os.path.basename(f)[:-5] for f in glob.glob(str(tmp_path / "*.json"))]
+    assert [v.name for v in read_posetrack(tmp_path, order="listing")] == listed
+    assert [v.name for v in read_posetrack(tmp_path)] == ["a", "b", "c"]

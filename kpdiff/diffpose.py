@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +26,7 @@ from kpdiff.decoder import PoseDecoder
 from kpdiff.diffusion import HeatmapDiffusion, default_scheduler
 from kpdiff.encoder import SpatioTemporalEncoder
 from kpdiff.errors import KpdiffInputError, check_shape
-from kpdiff.io import atomic_path, write_text_atomic
+from kpdiff.io import atomic_path, load_safetensors, write_text_atomic
 from kpdiff.sampling import EnsembleResult, EnsembleSampler
 
 __all__ = ["PRESETS", "DiffPose", "DiffPoseConfig", "PretrainedMixin", "build_encoder"]
@@ -101,9 +103,18 @@ class DiffPoseConfig:
     renew: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "input_size", tuple(self.input_size))
-        object.__setattr__(self, "decoder_dims", tuple(self.decoder_dims))
-        object.__setattr__(self, "backbone_kwargs", dict(self.backbone_kwargs))
+        for f in dataclasses.fields(self):  # types first: a "64" for dim fails here, not in torch
+            object.__setattr__(self, f.name, _check_option(f.name, getattr(self, f.name)))
+        for name in _SIZES:
+            value = getattr(self, name)
+            if any(v < 1 for v in (value if isinstance(value, tuple) else (value,))):
+                raise KpdiffInputError(f"{name}: expected sizes >= 1, got {value!r}")
+        for name in ("delta", "encoder_depth", "decoder_depth", "eta"):
+            if getattr(self, name) < 0:
+                raise KpdiffInputError(f"{name}: expected >= 0, got {getattr(self, name)!r}")
+        for name in ("mlp_ratio", "signal_scale", "sigma"):
+            if not getattr(self, name) > 0:
+                raise KpdiffInputError(f"{name}: expected > 0, got {getattr(self, name)!r}")
         if self.lookup not in ("full", "low_res", "none"):
             raise KpdiffInputError(
                 f"lookup: expected 'full', 'low_res' or 'none', got {self.lookup!r}"
@@ -136,7 +147,13 @@ class DiffPoseConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DiffPoseConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`KpdiffInputError`."""
+        """Inverse of :meth:`to_dict`; unknown keys, values of the wrong type and a ``data``
+        that is not a dict raise :class:`KpdiffInputError`."""
+        if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+            raise KpdiffInputError(
+                f"DiffPoseConfig: expected a mapping of option names to values, got "
+                f"{type(data).__name__}"
+            )
         return cls().replace(**data)
 
     def to_json(self) -> str:
@@ -145,6 +162,51 @@ class DiffPoseConfig:
     @classmethod
     def from_json(cls, text: str) -> DiffPoseConfig:
         return cls.from_dict(json.loads(text))
+
+
+_SIZES = ("num_keypoints", "input_size", "dim", "encoder_heads", "decoder_dims", "decoder_heads",
+          "num_train_timesteps", "num_samples", "steps")  # fmt: skip
+
+
+def _check_option(name: str, value: Any) -> Any:
+    """``value`` checked against the type of ``DiffPoseConfig.<name>``, normalised (tuples for
+    lists, floats for ints); a wrong type raises :class:`KpdiffInputError` naming the option."""
+    tp = _option_types()[name]
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+
+    def integer(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = integer(value)
+    elif tp is float:
+        ok = (integer(value) or isinstance(value, float)) and math.isfinite(value)
+        value = float(value) if ok else value
+    elif tp is str:
+        ok = isinstance(value, str)
+    elif origin is dict:
+        ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
+        value = dict(value) if ok else value
+    else:  # tuple[int, ...] of a fixed length
+        ok = isinstance(value, list | tuple) and len(value) == len(args)
+        ok = ok and all(integer(v) for v in value)
+        value = tuple(value) if ok else value
+    if not ok:
+        want = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+        expected = want.get(tp) or ("a mapping" if origin is dict else f"{len(args)} integers")
+        raise KpdiffInputError(f"{name}: expected {expected}, got {value!r:.80}")
+    return value
+
+
+_OPTION_TYPES: dict[str, Any] = {}
+
+
+def _option_types() -> dict[str, Any]:
+    if not _OPTION_TYPES:
+        _OPTION_TYPES.update(typing.get_type_hints(DiffPoseConfig))
+    return _OPTION_TYPES
 
 
 PRESETS: dict[str, DiffPoseConfig] = {
@@ -201,18 +263,33 @@ class PretrainedMixin(nn.Module):
     ) -> _M:
         """Load what :meth:`save_pretrained` wrote; missing files or a config that does not
         match the weights raise :class:`KpdiffInputError`."""
-        from safetensors.torch import load_file
-
         directory = Path(directory)
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (directory / name).is_file():
                 raise KpdiffInputError(f"from_pretrained: {directory / name} does not exist")
+        file = directory / CONFIG_NAME
         try:
-            config = DiffPoseConfig.from_json((directory / CONFIG_NAME).read_text())
-        except json.JSONDecodeError as err:
-            raise KpdiffInputError(f"from_pretrained: {directory / CONFIG_NAME}: {err}") from err
-        model = cls(config)
-        state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise KpdiffInputError(
+                f"from_pretrained: {file}: not UTF-8 text; expected the JSON object that "
+                f"save_pretrained writes"
+            ) from None
+        except (ValueError, RecursionError) as err:
+            detail = " ".join(str(err).split())[:200]
+            raise KpdiffInputError(f"from_pretrained: {file}: not valid JSON ({detail})") from None
+        if not isinstance(data, dict):
+            raise KpdiffInputError(
+                f"from_pretrained: {file}: expected a JSON object of DiffPoseConfig options, got "
+                f"a {type(data).__name__}"
+            )
+        try:
+            config = DiffPoseConfig.from_dict(data)
+            model = cls(config)
+        except (KpdiffInputError, TypeError, ValueError, RuntimeError) as err:
+            detail = " ".join(str(err).split())[:300]
+            raise KpdiffInputError(f"from_pretrained: {file}: {detail}") from None
+        state = load_safetensors(directory / WEIGHTS_NAME, device=str(map_location), finite=True)
         own = model.state_dict()
         problems = {
             "missing": sorted(set(own) - set(state)),

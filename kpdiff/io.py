@@ -2,20 +2,37 @@
 
 Every file kpdiff writes (configs, checkpoints, weights, predictions, plots, videos) goes
 through :func:`atomic_path`: the content is written to a temporary file in the target's folder
-and renamed over the target only when complete.
+and renamed over the target only when complete. A process killed while writing leaves the
+temporary file (``.NAME.<12 hex digits>.tmp.SUFFIX``) behind; :func:`remove_stale_temp_files`
+removes them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["atomic_path", "current_umask", "write_json_atomic", "write_text_atomic"]
+if TYPE_CHECKING:  # torch is imported where tensors are read
+    import torch
+
+__all__ = [
+    "atomic_path",
+    "current_umask",
+    "load_safetensors",
+    "remove_stale_temp_files",
+    "write_json_atomic",
+    "write_text_atomic",
+]
+
+# The temporary names of atomic_path: ".{stem}.{12 hex digits}.tmp{suffix}".
+_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{12}\.tmp(\.[^.]*)?")
 
 
 @contextmanager
@@ -23,8 +40,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it over ``path``.
 
     The temporary name keeps ``path``'s suffix (writers that choose a format by suffix work),
-    parent folders are created, the file's mode follows the umask, and on an exception the
-    temporary file is removed and ``path`` is left as it was.
+    parent folders are created, the file's mode follows the umask (``0o666 & ~umask``, also
+    when the writer created it private, as safetensors does), and on an exception the temporary
+    file is removed and ``path`` is left as it was.
 
     Example:
         >>> with atomic_path("out/plot.png") as tmp:
@@ -35,6 +53,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = path.parent / f".{path.stem}.{secrets.token_hex(6)}.tmp{path.suffix}"
     try:
         yield tmp
+        if stat.S_ISREG(os.lstat(tmp).st_mode):
+            os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -61,3 +81,59 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files :func:`atomic_path` left in ``folder`` (not below it) when a
+    process was killed while writing; returns what was removed. Call it only when no other
+    process writes into ``folder``."""
+    folder = Path(folder)
+    removed = []
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if _TEMP_NAME.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+def load_safetensors(
+    path: str | os.PathLike[str], *, device: str = "cpu", finite: bool = False
+) -> dict[str, torch.Tensor]:
+    """Read a safetensors file (which cannot run code) into ``{name: tensor}``.
+
+    Args:
+        path: the file.
+        device: where the tensors go. Default ``"cpu"``.
+        finite: also reject floating-point tensors holding NaN or inf. Default ``False``.
+
+    Raises:
+        KpdiffInputError: naming the file, when it is missing, not a file, empty, truncated or
+            not safetensors (instead of safetensors' ``SafetensorError``), or with ``finite``,
+            when a tensor holds NaN/inf.
+    """
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from kpdiff.errors import KpdiffInputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise KpdiffInputError(f"{path}: not found (expected a safetensors file)")
+    try:
+        tensors = load_file(str(path), device=device)
+    except (SafetensorError, ValueError, RuntimeError, OSError) as err:
+        detail = " ".join(str(err).split())
+        raise KpdiffInputError(
+            f"{path}: not a readable safetensors file (empty, truncated or damaged: {detail})"
+        ) from None
+    if finite:
+        for name, tensor in tensors.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                bad = int((~torch.isfinite(tensor)).sum())
+                raise KpdiffInputError(
+                    f"{path}: tensor {name} holds {bad} NaN/inf values (a damaged checkpoint, "
+                    f"or one from a run that diverged)"
+                )
+    return tensors

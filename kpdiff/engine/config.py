@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import types
@@ -33,6 +34,7 @@ __all__ = [
     "OptimConfig",
     "RuntimeConfig",
     "apply_overrides",
+    "check_config",
     "config_from_dict",
     "load_config",
     "save_config",
@@ -297,6 +299,42 @@ _CHOICES = {
 }
 
 
+def check_config(config: ExperimentConfig) -> None:
+    """Check the values of a config built in Python (files and overrides are checked already).
+
+    Raises:
+        KpdiffInputError: naming the first field whose value cannot work (a negative or NaN
+            learning rate, ``max_steps: 0``, a reversed ``scale_range``, …).
+    """
+    _check_values(config)
+
+
+def _number(
+    where: str,
+    value: Any,
+    *,
+    low: float,
+    high: float = math.inf,
+    low_open: bool = False,
+    none: bool = False,
+) -> None:
+    """``value`` must be a finite number in ``[low, high]`` (``(low, high]`` with
+    ``low_open``), or ``None`` with ``none``."""
+    if value is None and none:
+        return
+    bad = isinstance(value, bool) or not isinstance(value, int | float)
+    if not bad:
+        bad = (
+            not math.isfinite(value) or value > high or (value <= low if low_open else value < low)
+        )
+    if bad:
+        lo = f"> {low:g}" if low_open else f">= {low:g}"
+        want = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f"a finite number {lo}"
+        raise KpdiffInputError(
+            f"{where}: expected {want}{' or null' if none else ''}, got {value!r}"
+        )
+
+
 def _check_values(config: ExperimentConfig) -> None:
     """Values that have the right type but cannot work (checked now, not hours into a run)."""
     for (section, name), choices in _CHOICES.items():
@@ -315,12 +353,48 @@ def _check_values(config: ExperimentConfig) -> None:
                           ("runtime", "log_every")):  # fmt: skip
         if getattr(getattr(config, section), name) < 1:
             raise KpdiffInputError(f"{section}.{name}: expected >= 1")
+    for section, name in (("data", "workers"), ("eval", "every"), ("runtime", "threads"),
+                          ("optim", "warmup_steps")):  # fmt: skip
+        value = getattr(getattr(config, section), name)
+        if value < 0:
+            raise KpdiffInputError(f"{section}.{name}: expected an integer >= 0, got {value}")
     optim = config.optim
-    if optim.warmup_steps < 0 or not 0 <= optim.min_lr_ratio <= 1:
-        raise KpdiffInputError("optim.warmup_steps: expected >= 0; optim.min_lr_ratio: in [0, 1]")
+    _number("optim.lr", optim.lr, low=0, low_open=True)
+    _number("optim.weight_decay", optim.weight_decay, low=0)
+    _number("optim.gamma", optim.gamma, low=0, low_open=True)
+    _number("optim.grad_clip", optim.grad_clip, low=0, low_open=True, none=True)
+    _number("optim.min_lr_ratio", optim.min_lr_ratio, low=0, high=1)
+    if optim.max_steps is not None and optim.max_steps < 1:
+        raise KpdiffInputError(
+            f"optim.max_steps: expected >= 1 or null (all epochs), got {optim.max_steps}"
+        )
+    if any(m < 1 for m in optim.milestones):
+        raise KpdiffInputError(
+            f"optim.milestones: expected epochs >= 1, got {list(optim.milestones)}"
+        )
     if optim.ema_decay is not None and not 0 < optim.ema_decay < 1:
         raise KpdiffInputError(
             f"optim.ema_decay: expected in (0, 1) or null, got {optim.ema_decay}"
+        )
+    _number("data.min_box_score", config.data.min_box_score, low=-math.inf)
+    augment = config.data.augment
+    _number("data.augment.rotation", augment.rotation, low=0)
+    for name in ("rotation_prob", "flip_prob", "half_body_prob"):
+        _number(f"data.augment.{name}", getattr(augment, name), low=0, high=1)
+    low, high = augment.scale_range
+    _number("data.augment.scale_range", low, low=0, low_open=True)
+    _number("data.augment.scale_range", high, low=0, low_open=True)
+    if low > high:
+        raise KpdiffInputError(
+            f"data.augment.scale_range: expected [low, high] with low <= high, got {[low, high]}"
+        )
+    if augment.half_body_min_joints < 0:
+        raise KpdiffInputError(
+            f"data.augment.half_body_min_joints: expected >= 0, got {augment.half_body_min_joints}"
+        )
+    if augment.upper_body is not None and any(j < 0 for j in augment.upper_body):
+        raise KpdiffInputError(
+            f"data.augment.upper_body: expected joint ids >= 0, got {list(augment.upper_body)}"
         )
     data = config.data
     for name in ("synthetic_videos", "synthetic_frames", "synthetic_val_videos",
@@ -391,7 +465,14 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] = ()) -> Expe
     if not path.is_file():
         raise KpdiffInputError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise KpdiffInputError(
+            f"{path}: not a UTF-8 text file (byte {err.start}: {err.reason}); expected a YAML "
+            f"experiment config"
+        ) from None
+    except RecursionError:
+        raise KpdiffInputError(f"{path}: not a usable YAML config (nested too deeply)") from None
     except yaml.YAMLError as err:
         detail = " ".join(str(err).split())
         raise KpdiffInputError(f"{path}: not valid YAML ({detail})") from None

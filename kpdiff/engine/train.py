@@ -29,11 +29,12 @@ from kpdiff.engine.checkpoint import (
     get_rng_state,
     latest_checkpoint,
     load_training_state,
+    remove_leftovers,
     save_checkpoint,
     save_model,
     set_rng_state,
 )
-from kpdiff.engine.config import ExperimentConfig, save_config
+from kpdiff.engine.config import ExperimentConfig, check_config, save_config
 from kpdiff.engine.data import Datasets, build_model, prepare_datasets
 from kpdiff.engine.distributed import (
     DistInfo,
@@ -44,7 +45,7 @@ from kpdiff.engine.distributed import (
 )
 from kpdiff.engine.evaluate import ClipPoseModel, evaluate_model
 from kpdiff.errors import KpdiffInputError
-from kpdiff.io import write_text_atomic
+from kpdiff.io import load_safetensors, write_text_atomic
 
 __all__ = ["TrainResult", "TrainablePoseModel", "train"]
 
@@ -151,10 +152,17 @@ def train(
         A :class:`TrainResult` (on every rank; files are written by rank 0 only).
     """
     start_time = time.perf_counter()
+    if not isinstance(config, ExperimentConfig):
+        raise KpdiffInputError(f"config: expected an ExperimentConfig, got {type(config).__name__}")
+    check_config(config)  # a config built in Python: the checks its YAML file would get
+    out = Path(config.runtime.output_dir)
+    if out.exists() and not out.is_dir():
+        raise KpdiffInputError(f"runtime.output_dir: {out} exists and is not a folder")
     info = init_distributed(config.runtime.device)
     if config.runtime.threads > 0:
         torch.set_num_threads(config.runtime.threads)
-    out = Path(config.runtime.output_dir)
+    if info.is_main:
+        remove_leftovers(out)  # what a run killed while writing left behind
     torch.manual_seed(config.runtime.seed)  # same initial weights on every rank
     datasets = datasets or prepare_datasets(config, info)
     if model is None:
@@ -201,7 +209,7 @@ def train(
         if ckpt is None:
             raise KpdiffInputError(f"--resume: no checkpoint in {out / 'checkpoints'}")
         _load_weights(model, ckpt)
-        state = load_training_state(ckpt)
+        state = load_training_state(ckpt)  # reads JSON and safetensors: never unpickles
         try:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -211,23 +219,36 @@ def train(
                 if "ema" not in state:
                     raise KeyError("ema (the checkpoint has no weight average)")
                 ema.load_state_dict(state["ema"])
-        except (ValueError, KeyError) as err:
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:
+            detail = " ".join(str(err).split())[:300]
             raise KpdiffInputError(
-                f"{ckpt}: its optimizer state does not fit this config ({err}); was it written "
-                f"by another experiment?"
+                f"{ckpt}: its optimizer state does not fit this config ({detail}); was it "
+                f"written by another experiment?"
             ) from None
         counters = dict(state["counters"])
         # Every rank continues its own random streams (augmentation, t, noise).
-        per_rank = state.get("rng_per_rank") or [state["rng"]]
-        if len(per_rank) == info.world_size:
-            set_rng_state(per_rank[info.rank])
-        else:  # another number of processes: no exact replay, but distinct streams per rank
-            set_rng_state(per_rank[0])
-            torch.manual_seed(config.runtime.seed + 7919 * info.rank + 104_729 * counters["step"])
+        per_rank = state["rng_per_rank"]
+        try:
+            if len(per_rank) == info.world_size:
+                set_rng_state(per_rank[info.rank])
+            else:  # another number of processes: no exact replay, but distinct streams per rank
+                set_rng_state(per_rank[0])
+                seed = config.runtime.seed + 7919 * info.rank + 104_729 * counters["step"]
+                torch.manual_seed(seed)
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:
+            detail = " ".join(str(err).split())[:200]
+            raise KpdiffInputError(
+                f"{ckpt}: damaged RNG state in its training state ({detail})"
+            ) from None
     else:
         torch.manual_seed(config.runtime.seed + 7919 * info.rank)  # per-rank augmentation
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise KpdiffInputError(
+                f"runtime.output_dir: cannot create {out} ({err.strerror or err})"
+            ) from None
         save_config(config, out / "experiment.yaml")
     log = _MetricsLog(out / "metrics.jsonl", enabled=info.is_main)
     # A fresh run starts a new log; a resumed one drops what was logged after its checkpoint.
@@ -425,9 +446,7 @@ def _averaged(model: nn.Module, ema: AveragedModel | None) -> nn.Module:
 
 def _load_weights(model: nn.Module, checkpoint: Path) -> None:
     """Load a checkpoint's weights; weights of another model are a one-line error."""
-    from safetensors.torch import load_file
-
-    state = load_file(str(checkpoint / "model.safetensors"), device="cpu")
+    state = load_safetensors(checkpoint / "model.safetensors", finite=True)
     own = model.state_dict()
     problems = [f"missing {k}" for k in sorted(set(own) - set(state))]
     problems += [f"unexpected {k}" for k in sorted(set(state) - set(own))]
@@ -450,8 +469,10 @@ def _load_weights(model: nn.Module, checkpoint: Path) -> None:
 def _config_differences(model: nn.Module, checkpoint: Path) -> str:
     """``"; model options that differ: dim 64 vs 32, …"`` from the checkpoint's config.json."""
     try:
-        saved = json.loads((checkpoint / "config.json").read_text())
-    except (OSError, ValueError):
+        saved = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return ""
+    if not isinstance(saved, dict):
         return ""
     config = getattr(model, "config", None)
     if not callable(getattr(config, "to_dict", None)):  # a model of the user's: no config
@@ -466,7 +487,11 @@ def _since(start: float) -> float:
 
 
 class _MetricsLog:
-    """JSON lines, one object per record, appended and flushed (rank 0 only)."""
+    """JSON lines, one object per record, appended and flushed (rank 0 only).
+
+    Strict JSON: a NaN or infinite value (a diverged loss, an undefined AP) is written as
+    ``null``, never as ``NaN`` / ``Infinity``, which strict JSON readers reject.
+    """
 
     def __init__(self, path: Path, *, enabled: bool) -> None:
         self.path = path
@@ -479,20 +504,33 @@ class _MetricsLog:
             return
         kept = []
         if keep_until is not None:
-            for line in self.path.read_text().splitlines():
+            for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
                 try:
-                    if json.loads(line).get("step", 0) <= keep_until:
-                        kept.append(line + "\n")
+                    record = json.loads(line)
                 except ValueError:  # a line cut short by a kill
                     continue
+                step = record.get("step", 0) if isinstance(record, dict) else None
+                if isinstance(step, int) and step <= keep_until:
+                    kept.append(line + "\n")
         write_text_atomic(self.path, "".join(kept))
 
     def write(self, **record: Any) -> None:
         if not self.enabled:
             return
         record["time"] = round(time.time(), 3)
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(_finite_or_null(record), allow_nan=False) + "\n")
+
+
+def _finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN / infinite float (nested in dicts and lists too) as ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 class _Progress:

@@ -44,7 +44,8 @@ def test_two_step_run_writes_metrics_checkpoint_and_best(make_config, tiny_datas
     assert ckpt == run / "checkpoints" / "step-0000002"
     assert (run / "checkpoints" / "latest").read_text().strip() == ckpt.name
     assert sorted(p.name for p in ckpt.iterdir()) == [
-        "config.json", "experiment.yaml", "model.safetensors", "training_state.json", "training_state.safetensors",
+        "config.json", "experiment.yaml", "model.safetensors", "training_state.json",
+        "training_state.safetensors",
     ]  # fmt: skip
     assert load_config(ckpt / "experiment.yaml") == cfg
     assert load_config(run / "experiment.yaml") == cfg

@@ -173,6 +173,23 @@ def test_bad_overrides_are_rejected_naming_the_key(override, names):
         ("optim: [1, 2]\n", ["optim"]),
         ("- 1\n- 2\n", ["mapping"]),
         ("optim:\n  lr: [0.1\n", ["YAML"]),
+        # values of the right type that cannot work: refused before training starts
+        ("optim:\n  grad_clip: -1\n", ["optim.grad_clip"]),
+        ("optim:\n  gamma: -1\n", ["optim.gamma"]),
+        ("optim:\n  max_steps: 0\n", ["optim.max_steps"]),
+        ("optim:\n  lr: .nan\n", ["optim.lr"]),
+        ("optim:\n  lr: -0.001\n", ["optim.lr"]),
+        ("optim:\n  lr: .inf\n", ["optim.lr"]),
+        ("optim:\n  weight_decay: -0.1\n", ["optim.weight_decay"]),
+        ("optim:\n  milestones: [0]\n", ["optim.milestones"]),
+        ("data:\n  workers: -1\n", ["data.workers"]),
+        ("data:\n  augment:\n    flip_prob: 2\n", ["data.augment.flip_prob"]),
+        ("data:\n  augment:\n    rotation: -30\n", ["data.augment.rotation"]),
+        ("data:\n  augment:\n    scale_range: [1.3, 0.7]\n", ["data.augment.scale_range"]),
+        ("data:\n  augment:\n    scale_range: [0, 1]\n", ["data.augment.scale_range"]),
+        ("model:\n  overrides: {encoder_heads: 0}\n", ["encoder_heads"]),
+        ("model:\n  overrides: {dim: '64'}\n", ["dim"]),
+        ("model:\n  overrides: {sigma: .nan}\n", ["sigma"]),
     ],
 )
 def test_bad_file_is_rejected_naming_key_and_file(tmp_path, text, names):
@@ -184,6 +201,24 @@ def test_bad_file_is_rejected_naming_key_and_file(tmp_path, text, names):
     for name in names:
         assert name in message
     assert "\n" not in message
+
+
+def test_non_utf8_file_is_named(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("optim:\n  lr: 0.1  # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(KpdiffInputError) as err:
+        load_config(path)
+    assert str(path) in str(err.value) and "UTF-8" in str(err.value)
+
+
+def test_a_config_built_in_python_is_checked_too():
+    from kpdiff.engine.config import check_config
+
+    cfg = ExperimentConfig()
+    cfg.optim.lr = float("nan")
+    with pytest.raises(KpdiffInputError, match=r"optim\.lr"):
+        check_config(cfg)
+    check_config(ExperimentConfig())  # the defaults are valid
 
 
 def test_missing_file(tmp_path):

@@ -100,11 +100,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kpdiff: error: a command is required: {', '.join(_COMMANDS)} (see kpdiff --help)",
               file=sys.stderr)  # fmt: skip
         return 2
+    import warnings
+
+    def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"kpdiff {args.command}: warning: " + " ".join(str(message).split()),
+              file=sys.stderr)  # fmt: skip
+
     try:
-        return args._run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line_warning
+            return args._run(args)
     except (KpdiffInputError, OSError) as e:  # bad input files, unwritable output
         print(f"kpdiff {args.command}: error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
+
+
+def _output_folder(argument: str, path: str) -> None:
+    """Refuse an output folder that cannot be one, naming the argument (not ``[Errno 17]``)."""
+    from pathlib import Path
+
+    for p in (Path(path), *Path(path).parents):
+        if p.exists():
+            if not p.is_dir():
+                raise KpdiffInputError(f"{argument}: {p} exists and is not a folder")
+            return
+
+
+def _output_file(argument: str, path: str) -> None:
+    """Refuse an output file path that is a folder or lies below a file, naming the argument."""
+    from pathlib import Path
+
+    if Path(path).is_dir():
+        raise KpdiffInputError(f"{argument}: {path} is a folder; expected a file name")
+    _output_folder(argument, str(Path(path).parent))
 
 
 # --------------------------------------------------------------------------- subcommands
@@ -129,6 +157,8 @@ def evaluate(args: argparse.Namespace) -> int:
     """``kpdiff evaluate --gt GT_DIR --pred PRED_DIR [--json OUT]``: print the AP table."""
     from kpdiff.metrics.posetrack_ap import evaluate_files
 
+    if args.json:
+        _output_file("--json", args.json)
     result = evaluate_files(args.gt, args.pred, frames=args.frames)
     if args.json:
         result.save_json(args.json)
@@ -183,7 +213,8 @@ def train(args: argparse.Namespace) -> int:
             help="write PoseTrack18 prediction files per grid point and results.json here"),
         arg("--batch-size", type=int, default=64, help="clips per batch (default: 64)"),
         arg("--max-clips", type=int, default=None, help="evaluate only this many clips"),
-        arg("--schema", default="posetrack", help="keypoint schema name (default: posetrack)"),
+        arg("--schema", default=None,
+            help="keypoint schema name (default: the checkpoint's, else posetrack)"),
     ],
 )  # fmt: skip
 def evaluate_model(args: argparse.Namespace) -> int:
@@ -208,13 +239,11 @@ def _evaluate_model(args: argparse.Namespace, info: Any) -> int:
     from kpdiff.engine.evaluate import write_predictions
     from kpdiff.io import write_json_atomic
 
+    if args.out:
+        _output_folder("--out", args.out)
     model = DiffPose.from_pretrained(args.checkpoint).to(info.device)
-    schema = get_schema(args.schema)
-    if schema.num_keypoints != model.config.num_keypoints:
-        raise KpdiffInputError(
-            f"--schema: {schema.name} has {schema.num_keypoints} joints, the checkpoint "
-            f"{model.config.num_keypoints}"
-        )
+    schema = get_schema(args.schema or model.config.schema or "posetrack")
+    model.config.check_schema(schema, "--schema")
     videos = read_posetrack(args.data, split=args.split, schema=schema)
     if args.boxes != "gt" and not Path(args.boxes).is_file():
         raise KpdiffInputError(f"--boxes: {args.boxes} does not exist (use 'gt' or a JSON file)")
@@ -257,9 +286,12 @@ def _evaluate_model(args: argparse.Namespace, info: Any) -> int:
         arg("--out", default="outputs/predict", metavar="DIR", help="output folder"),
         arg("--num-samples", "-n", type=int, default=10, help="ensemble size N (default: 10)"),
         arg("--steps", type=int, default=4, help="DDIM steps (default: 4)"),
+        arg("--min-box-score", type=float, default=0.2, metavar="S",
+            help="ignore boxes scoring below S (default: 0.2)"),
         arg("--render", choices=["gif", "mp4", "none"], default="gif",
             help="skeleton overlay format (default: gif)"),
-        arg("--schema", default="posetrack", help="keypoint schema name (default: posetrack)"),
+        arg("--schema", default=None,
+            help="keypoint schema name (default: the checkpoint's, else posetrack)"),
     ],
 )  # fmt: skip
 def predict(args: argparse.Namespace) -> int:
@@ -269,10 +301,12 @@ def predict(args: argparse.Namespace) -> int:
     from kpdiff.diffpose import DiffPose
     from kpdiff.engine.predict import VideoPredictor, render_video, save_prediction_json
 
+    _output_folder("--out", args.out)
     model = DiffPose.from_pretrained(args.checkpoint)
     predictor = VideoPredictor(
-        model, num_samples=args.num_samples, steps=args.steps, schema=args.schema
-    )
+        model, num_samples=args.num_samples, steps=args.steps, schema=args.schema,
+        min_box_score=args.min_box_score,
+    )  # fmt: skip
     out = Path(args.out)
     result = predictor(args.video, args.boxes, workdir=out / "frames")
     written = [
@@ -300,6 +334,7 @@ def demo(args: argparse.Namespace) -> int:
     """``kpdiff demo [--out DIR] [--quick]``: the README's main command."""
     from kpdiff.engine.demo import run_demo
 
+    _output_folder("--out", args.out)
     run_demo(args.out, quick=args.quick)
     return 0
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,10 @@ class DiffPoseConfig:
             (self-aligned denoising; see :meth:`HeatmapDiffusion.loss`). Default ``0.0``.
         renew: between sampling steps, re-render clean Gaussians at the decoded peaks of x̂₀
             (see :class:`~kpdiff.EnsembleSampler`). Default ``False``.
+        schema: name of the keypoint schema whose joints the model predicts, in its order
+            (:func:`~kpdiff.data.get_schema`); training sets it from ``data.schema``, so a
+            prediction or evaluation with another schema is refused instead of relabelling
+            the joints. ``None``: not recorded (older checkpoints). Default ``None``.
     """
 
     num_keypoints: int = 17
@@ -101,6 +106,7 @@ class DiffPoseConfig:
     t_power: float = 1.0
     self_align: float = 0.0
     renew: bool = False
+    schema: str | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # types first: a "64" for dim fails here, not in torch
@@ -133,6 +139,29 @@ class DiffPoseConfig:
     def heatmap_size(self) -> tuple[int, int]:
         """``(H/4, W/4)``: the codec's stride is 4."""
         return self.input_size[0] // 4, self.input_size[1] // 4
+
+    def check_schema(self, schema: Any, argument: str = "schema") -> None:
+        """Refuse a keypoint schema that would relabel the model's joints.
+
+        Args:
+            schema: a :class:`~kpdiff.data.KeypointSchema` (its ``name`` and
+                ``num_keypoints`` are compared with :attr:`schema` and :attr:`num_keypoints`).
+            argument: the name of the user's argument, for the message. Default ``"schema"``.
+
+        Raises:
+            KpdiffInputError: when the joint count differs, or the model records another
+                schema (a model without a recorded schema accepts any of its joint count).
+        """
+        if schema.num_keypoints != self.num_keypoints:
+            raise KpdiffInputError(
+                f"{argument}: {schema.name} has {schema.num_keypoints} joints, the model "
+                f"{self.num_keypoints}"
+            )
+        if self.schema is not None and schema.name.lower() != self.schema.lower():
+            raise KpdiffInputError(
+                f"{argument}: the model predicts {self.schema} joints; {schema.name} would "
+                f"relabel them (same count, other joints); use {argument} {self.schema}"
+            )
 
     def replace(self, **overrides: Any) -> DiffPoseConfig:
         """A copy with some fields changed; unknown names raise :class:`KpdiffInputError`."""
@@ -177,6 +206,11 @@ def _check_option(name: str, value: Any) -> Any:
     def integer(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 
+    if origin in (typing.Union, types.UnionType) and type(None) in args:  # X | None
+        if value is None:
+            return value
+        (tp,) = (a for a in args if a is not type(None))
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is bool:
         ok = isinstance(value, bool)
     elif tp is int:

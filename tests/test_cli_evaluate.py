@@ -122,6 +122,9 @@ def test_evaluate_unwritable_json_and_usage(tmp_path, capsys):
     gt_dir, pred_dir = make_dirs(tmp_path, n_videos=1)
     (tmp_path / "dir.json").mkdir()
     bad(capsys, "--gt", gt_dir, "--pred", pred_dir, "--json", tmp_path / "dir.json")
+    (tmp_path / "file").write_text("")
+    err = bad(capsys, "--gt", gt_dir, "--pred", pred_dir, "--json", tmp_path / "file" / "x.json")
+    assert "--json" in err and "not a folder" in err
     assert main([]) == 2
     assert main(["--help"]) == 0
     assert main(["nope"]) == 2

@@ -219,3 +219,17 @@ def test_diffpose_b_shapes_and_gradients():
     assert model.denoise(x_t, torch.tensor([999]), cond).shape == (1, 17, 64, 48)
     model.loss(clips, heatmaps, weights).backward()
     assert model.encoder.backbone.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+
+
+def test_the_schema_is_recorded_and_checked():
+    from kpdiff.data.schemas import COCO, POSETRACK
+
+    config = DiffPoseConfig(schema=POSETRACK.name)
+    assert DiffPoseConfig.from_json(config.to_json()).schema == POSETRACK.name
+    assert DiffPoseConfig.from_dict({}).schema is None  # older checkpoints: not recorded
+    config.check_schema(POSETRACK)
+    with pytest.raises(KpdiffInputError, match="relabel"):
+        config.check_schema(COCO, "--schema")
+    DiffPoseConfig().check_schema(COCO)  # not recorded: any schema of 17 joints
+    with pytest.raises(KpdiffInputError, match="schema: expected a string"):
+        DiffPoseConfig(schema=17)

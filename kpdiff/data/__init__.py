@@ -13,6 +13,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "TopDownClipDataset",
             "clip_indices",
             "crop_to_image",
+            "read_frame",
         ),
         "detections": (
             "DEFAULT_MIN_SCORE",

@@ -37,6 +37,7 @@ __all__ = [
     "TopDownClipDataset",
     "clip_indices",
     "crop_to_image",
+    "read_frame",
 ]
 
 EdgePolicy = Literal["clamp", "repeat"]
@@ -160,6 +161,29 @@ def clip_indices(key: int, num_frames: int, delta: int, edge: EdgePolicy = "clam
     return out
 
 
+def read_frame(path: str | os.PathLike[str]) -> np.ndarray:
+    """Decode an image file into a BGR ``uint8`` array ``[H, W, 3]``.
+
+    A JPEG cut short (no end-of-image marker near its end) is refused rather than decoded
+    half grey, as libjpeg does with only a warning.
+
+    Raises:
+        KpdiffInputError: naming the file, when it is missing, empty, truncated or not an image.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise KpdiffInputError(f"image file {path} does not exist")
+    data = np.fromfile(path, np.uint8)
+    if data[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in data[-4096:].tobytes():
+        # In entropy-coded JPEG data 0xFF is always followed by 0x00 or a restart marker, so
+        # 0xFFD9 occurs only as the end-of-image marker: without it the file was cut short.
+        raise KpdiffInputError(f"image file {path} is a truncated JPEG (no end-of-image marker)")
+    frame = cv2.imdecode(data, cv2.IMREAD_COLOR) if len(data) else None
+    if frame is None:
+        raise KpdiffInputError(f"image file {path} could not be decoded as an image")
+    return frame
+
+
 class _FrameCache:
     """LRU cache of decoded BGR frames keyed by path."""
 
@@ -172,11 +196,7 @@ class _FrameCache:
         if frame is not None:
             self._frames.move_to_end(path)
             return frame
-        if not os.path.isfile(path):
-            raise KpdiffInputError(f"image file {path} does not exist")
-        frame = cv2.imread(path, cv2.IMREAD_COLOR)
-        if frame is None:
-            raise KpdiffInputError(f"image file {path} could not be decoded")
+        frame = read_frame(path)
         if self.size:
             self._frames[path] = frame
             if len(self._frames) > self.size:

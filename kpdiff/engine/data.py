@@ -45,6 +45,7 @@ def build_model(config: ExperimentConfig, *, num_keypoints: int | None = None) -
     overrides = dict(config.model.overrides)
     if num_keypoints is not None:
         overrides.setdefault("num_keypoints", num_keypoints)
+    overrides.setdefault("schema", get_schema(config.data.schema).name)
     model = DiffPose.from_preset(config.model.preset, **overrides)
     if config.model.pretrained_backbone:
         model.encoder.load_backbone(config.model.pretrained_backbone)

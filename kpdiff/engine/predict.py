@@ -13,7 +13,9 @@ will do): boxes come from a JSON file in the DCPose layout (``image_name``, ``bb
 
 from __future__ import annotations
 
+import math
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from kpdiff.data.clips import ClipConfig, TopDownClipDataset
-from kpdiff.data.detections import image_key, read_detections
+from kpdiff.data.clips import ClipConfig, TopDownClipDataset, read_frame
+from kpdiff.data.detections import DEFAULT_MIN_SCORE, image_key, read_detections
 from kpdiff.data.posetrack import write_posetrack18_predictions
 from kpdiff.data.schemas import KeypointSchema, get_schema
 from kpdiff.data.structures import FrameAnnotation, VideoAnnotation
@@ -37,6 +39,7 @@ from kpdiff.io import atomic_path, write_json_atomic
 __all__ = ["VideoPrediction", "VideoPredictor", "list_frames", "render_video"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif")
 
 
 def list_frames(source: str | Path, workdir: str | Path | None = None) -> list[Path]:
@@ -56,6 +59,12 @@ def list_frames(source: str | Path, workdir: str | Path | None = None) -> list[P
         if not frames:
             raise KpdiffInputError(f"video: {source} holds no {'/'.join(IMAGE_SUFFIXES)} frames")
         return frames
+    if source.suffix.lower() not in VIDEO_SUFFIXES:
+        # FFmpeg guesses formats: it reads a text file as ANSI art and any image as a video
+        raise KpdiffInputError(
+            f"video: {source} is neither a folder of frames nor a video file (expected one of "
+            f"{', '.join(VIDEO_SUFFIXES)})"
+        )
     cap = cv2.VideoCapture(str(source))
     if not cap.isOpened():
         raise KpdiffInputError(f"video: {source} is neither a folder of frames nor a video file")
@@ -134,8 +143,9 @@ class VideoPredictor:
         num_samples: N. Default ``10``. steps: DDIM steps. Default ``4``.
         batch_size: clips per forward. Default ``32``.
         seed: sampling seed. Default ``0``.
-        schema: keypoint schema (names, skeleton). Default ``"posetrack"``.
-        min_box_score: boxes below are ignored. Default ``0.2``.
+        schema: keypoint schema (names, skeleton); another than the model's is refused.
+            Default ``None``: the model's (``"posetrack"`` when it records none).
+        min_box_score: boxes scoring below are ignored. Default ``0.2``.
         edge: neighbour frames beyond the video's ends: ``"clamp"`` or ``"repeat"``.
     """
 
@@ -147,19 +157,23 @@ class VideoPredictor:
         steps: int = 4,
         batch_size: int = 32,
         seed: int = 0,
-        schema: KeypointSchema | str = "posetrack",
-        min_box_score: float = 0.2,
+        schema: KeypointSchema | str | None = None,
+        min_box_score: float = DEFAULT_MIN_SCORE,
         edge: str = "clamp",
     ) -> None:
+        if (
+            isinstance(min_box_score, bool)
+            or not isinstance(min_box_score, int | float)
+            or (not math.isfinite(min_box_score))
+        ):
+            raise KpdiffInputError(
+                f"min_box_score: expected a finite number, got {min_box_score!r}"
+            )
         self.model = model.eval()
         self.num_samples, self.steps = num_samples, steps
         self.batch_size, self.seed = batch_size, seed
-        self.schema = get_schema(schema)
-        if self.schema.num_keypoints != model.config.num_keypoints:
-            raise KpdiffInputError(
-                f"schema: {self.schema.name} has {self.schema.num_keypoints} joints, the model "
-                f"{model.config.num_keypoints}"
-            )
+        self.schema = get_schema(schema or model.config.schema or "posetrack")
+        model.config.check_schema(self.schema)
         self.clip_config = ClipConfig(
             delta=model.config.delta,
             input_size=tuple(model.config.input_size),
@@ -196,7 +210,8 @@ class VideoPredictor:
             if not Path(boxes).is_file():
                 raise KpdiffInputError(f"boxes: {boxes} does not exist")
             source = f"boxes: {boxes}"
-            boxes = read_detections(boxes, min_score=self.clip_config.min_box_score)
+            boxes = read_detections(boxes, min_score=-math.inf)  # counted and filtered below
+        boxes = self._usable_boxes(dict(boxes), frames, name, source)
         annotation = VideoAnnotation(
             name,
             [
@@ -205,17 +220,9 @@ class VideoPredictor:
             ],
         )
         dataset = TopDownClipDataset.from_videos(
-            [annotation], "/", detections=dict(boxes), key_frames="all",
+            [annotation], "/", detections=boxes, key_frames="all",
             schema=self.schema, config=self.clip_config,
         )  # fmt: skip
-        if boxes and not len(dataset):  # boxes, but none on this video: keys that do not match
-            keys = ", ".join(repr(k) for k in list(boxes)[:3])
-            raise KpdiffInputError(
-                f"{source}: none of its boxes belongs to a frame of {name} (keys {keys}, ...); "
-                f"DCPose image_name must end in '<video folder>/<frame file>', here e.g. "
-                f"{image_key(str(frames[0]))!r}, and COCO image_id is the frame's index, "
-                f"0 to {len(frames) - 1}"
-            )
         device = next(self.model.parameters()).device
         generator = torch.Generator(device=device).manual_seed(self.seed)
         persons: list[dict[str, Any]] = []
@@ -230,6 +237,62 @@ class VideoPredictor:
         for p in persons:
             p.pop("gt", None)
         return VideoPrediction(name=name, frames=frames, persons=persons, schema=self.schema)
+
+    def _usable_boxes(
+        self,
+        boxes: dict[str | int, np.ndarray],
+        frames: list[Path],
+        name: str,
+        source: str,
+    ) -> dict[str | int, np.ndarray]:
+        """The boxes of ``frames`` that the clips use; say why when none is left, and warn
+        about boxes of images that are not frames of this video."""
+        keys = {image_key(str(p.resolve())): i for i, p in enumerate(frames)}
+        matched = {}
+        for k, v in boxes.items():
+            i = k if isinstance(k, int) and not isinstance(k, bool) else keys.get(str(k))
+            if i is not None and 0 <= i < len(frames):
+                matched[i] = np.asarray(v, np.float64).reshape(-1, 5)
+        if boxes and not matched:
+            shown = ", ".join(repr(k) for k in list(boxes)[:3])
+            raise KpdiffInputError(
+                f"{source}: none of its boxes belongs to a frame of {name} (keys {shown}, ...); "
+                f"DCPose image_name must end in '<video folder>/<frame file>', here e.g. "
+                f"{image_key(str(frames[0]))!r}, and COCO image_id is the frame's index, "
+                f"0 to {len(frames) - 1}"
+            )
+        # Boxes of other videos are expected (one box file for a whole split); boxes that name
+        # this video, or a COCO frame index, but no frame of it are a mistake worth a line.
+        folders = {k.split("/")[0] for k in keys}
+        stray = [
+            k
+            for k in boxes
+            if (isinstance(k, int) and not 0 <= k < len(frames))
+            or (isinstance(k, str) and k not in keys and k.split("/")[0] in folders)
+        ]
+        if stray:
+            warnings.warn(
+                f"{source}: boxes of {len(stray)} images name no frame of {name} and are ignored "
+                f"(e.g. {stray[0]!r}; {len(matched)} of its {len(frames)} frames have boxes)",
+                stacklevel=3,
+            )
+        every = np.concatenate(list(matched.values())) if matched else np.zeros((0, 5))
+        if not len(every):
+            return matched
+        threshold = self.clip_config.min_box_score
+        scored = every[:, 4] >= threshold
+        sized = (every[:, 2] > 1) & (every[:, 3] > 1)
+        if not scored.any():
+            raise KpdiffInputError(
+                f"{source}: all {len(every)} boxes of {name} score below min_box_score "
+                f"{threshold:g} (highest {every[:, 4].max():.3g}); lower it (--min-box-score)"
+            )
+        if not (scored & sized).any():
+            raise KpdiffInputError(
+                f"{source}: every box of {name} scoring >= {threshold:g} is at most 1 pixel wide "
+                f"or high (w, h must be > 1)"
+            )
+        return matched
 
 
 def render_video(
@@ -255,9 +318,7 @@ def render_video(
         by_frame.setdefault(int(p["frame_index"]), []).append(p)
     images = []
     for i, frame in enumerate(prediction.frames):
-        image = cv2.imread(str(frame))
-        if image is None:
-            raise KpdiffInputError(f"video: cannot read frame {frame}")
+        image = read_frame(frame)
         if persons := by_frame.get(i, []):
             image = draw_poses(
                 image,

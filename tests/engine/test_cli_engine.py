@@ -223,12 +223,14 @@ def test_predict_writes_the_files_it_lists(capsys, tiny_model_dir, tiny_data, tm
 
 
 @pytest.mark.parametrize(
-    "case", ["no-video", "no-boxes", "bad-boxes", "foreign-boxes", "no-checkpoint", "mismatched"]
-)
+    "case",
+    ["no-video", "no-boxes", "bad-boxes", "foreign-boxes", "no-checkpoint", "mismatched",
+     "text-video", "low-boxes", "out-is-a-file", "bad-min-score"],
+)  # fmt: skip
 def test_predict_bad_input(capsys, case, tiny_model_dir, mismatched_dir, tiny_data, tmp_path):
     video = tiny_data / "images" / "val" / "020000_synthetic"
     boxes = tiny_data / "detections" / "val_boxes.json"
-    checkpoint, words = tiny_model_dir, []
+    checkpoint, words, extra = tiny_model_dir, [], []
     if case == "no-video":
         video, words = tmp_path / "novideo", ["novideo"]
     elif case == "no-boxes":
@@ -244,11 +246,23 @@ def test_predict_bad_input(capsys, case, tiny_model_dir, mismatched_dir, tiny_da
         words = ["foreign.json", "none of its boxes"]
     elif case == "no-checkpoint":
         checkpoint, words = tmp_path / "nockpt", ["nockpt"]
+    elif case == "text-video":
+        video, words = tmp_path / "notes.txt", ["notes.txt", "neither a folder"]
+        video.write_text("not a video\n" * 20)
+    elif case == "low-boxes":
+        boxes = tmp_path / "low.json"
+        boxes.write_text(json.dumps([{"image_id": 0, "bbox": [0, 0, 5, 3], "score": 0.1}]))
+        words = ["low.json", "min_box_score", "--min-box-score"]
+    elif case == "out-is-a-file":
+        (tmp_path / "out").write_text("")
+        words = ["--out", "not a folder"]
+    elif case == "bad-min-score":
+        extra, words = ["--min-box-score", "nan"], ["min_box_score", "finite"]
     else:
         checkpoint, words = mismatched_dir, ["does not match"]
     code, _, err = run(
         capsys, "predict", video, "--boxes", boxes, "--checkpoint", checkpoint,
-        "--out", tmp_path / "out", "-n", "1", "--steps", "1",
+        "--out", tmp_path / "out", "-n", "1", "--steps", "1", *extra,
     )  # fmt: skip
     assert_one_line_error(code, err, "predict", *words)
 
@@ -260,6 +274,28 @@ def test_demo_unwritable_output(capsys, tmp_path):
     (tmp_path / "a_file").write_text("")
     code, _, err = run(capsys, "demo", "--quick", "--out", tmp_path / "a_file" / "demo")
     assert_one_line_error(code, err, "demo", "a_file")
+
+
+def test_predict_warning_is_one_line(capsys, tiny_model_dir, tiny_data, tmp_path):
+    video = tiny_data / "images" / "val" / "020000_synthetic"
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps([{"image_id": i, "bbox": [5, 5, 30, 40], "score": 0.9}
+                                 for i in (0, 50)]))  # fmt: skip
+    code, _, err = run(
+        capsys, "predict", video, "--boxes", boxes, "--checkpoint", tiny_model_dir,
+        "--out", tmp_path / "out", "-n", "1", "--steps", "1", "--render", "none",
+    )  # fmt: skip
+    assert code == 0
+    assert err.startswith("kpdiff predict: warning: ") and err.count("\n") == 1, err
+    assert "name no frame" in err
+
+
+def test_evaluate_model_out_is_a_file(capsys, tiny_model_dir, tiny_data, tmp_path):
+    (tmp_path / "out").write_text("")
+    code, _, err = run(
+        capsys, "evaluate-model", tiny_model_dir, "--data", tiny_data, "--out", tmp_path / "out"
+    )
+    assert_one_line_error(code, err, "evaluate-model", "--out", "not a folder")
 
 
 def test_usage_errors_are_one_line(capsys):

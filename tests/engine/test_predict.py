@@ -142,6 +142,86 @@ def test_bad_inputs_are_clear_errors(predictor, synthetic, tmp_path, tiny_model_
         VideoPredictor(DiffPose.from_pretrained(tiny_model_dir), schema="quadruped")
 
 
+def test_a_text_file_is_not_a_video(predictor, synthetic, tmp_path):
+    _, boxes, _ = synthetic
+    (tmp_path / "notes.txt").write_text("FFmpeg would read this as ANSI art\n" * 50)
+    with pytest.raises(KpdiffInputError, match="neither a folder") as err:
+        predictor(tmp_path / "notes.txt", boxes)
+    assert "notes.txt" in str(err.value) and ".mp4" in str(err.value)
+
+
+def test_a_truncated_jpeg_is_named(predictor, synthetic, tmp_path):
+    folder, boxes, _ = synthetic
+    copy = tmp_path / folder.name
+    copy.mkdir()
+    for f in sorted(folder.glob("*.jpg")):
+        (copy / f.name).write_bytes(f.read_bytes())
+    cut = sorted(copy.glob("*.jpg"))[1]
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    assert cv2.imread(str(cut)) is not None  # OpenCV would decode it half grey
+    with pytest.raises(KpdiffInputError, match="truncated JPEG") as err:
+        predictor(copy, boxes)
+    assert str(cut) in str(err.value)
+
+
+def dcpose_boxes(folder: Path, scores, size=(30.0, 40.0), extra: int = 0) -> list[dict]:
+    frames = sorted(folder.glob("*.jpg"))
+    out = [
+        {"image_name": f"{folder.name}/{f.name}", "bbox": [10.0, 10.0, *size], "score": s}
+        for f, s in zip(frames, scores, strict=False)
+    ]
+    out += [
+        {"image_name": f"{folder.name}/{i:06d}.jpg", "bbox": [1, 2, 30, 40], "score": 0.9}
+        for i in range(100, 100 + extra)
+    ]
+    out.append({"image_name": "other_video/000000.jpg", "bbox": [1, 2, 30, 40], "score": 0.9})
+    return out
+
+
+def test_boxes_below_the_threshold_give_the_reason(predictor, synthetic, tmp_path):
+    folder, _, _ = synthetic
+    path = tmp_path / "low.json"
+    path.write_text(json.dumps(dcpose_boxes(folder, [0.1, 0.15])))
+    with pytest.raises(KpdiffInputError, match="below min_box_score 0.2") as err:
+        predictor(folder, path)
+    assert "0.15" in str(err.value) and "--min-box-score" in str(err.value)
+    model = predictor.model
+    lenient = VideoPredictor(model, num_samples=1, steps=1, min_box_score=0.05)
+    assert len(lenient(folder, path).persons) == 2
+    with pytest.raises(KpdiffInputError, match="min_box_score"):
+        VideoPredictor(model, min_box_score=float("nan"))
+
+
+def test_zero_size_boxes_are_named_as_such(predictor, synthetic, tmp_path):
+    folder, _, _ = synthetic
+    path = tmp_path / "flat.json"
+    path.write_text(json.dumps(dcpose_boxes(folder, [0.9, 0.9], size=(0.0, 40.0))))
+    with pytest.raises(KpdiffInputError, match="1 pixel wide"):
+        predictor(folder, path)
+
+
+def test_boxes_of_missing_frames_are_a_warning(predictor, synthetic, tmp_path):
+    folder, _, _ = synthetic
+    path = tmp_path / "mixed.json"
+    path.write_text(json.dumps(dcpose_boxes(folder, [0.9], extra=3)))
+    with pytest.warns(UserWarning, match="boxes of 3 images name no frame"):
+        result = predictor(folder, path)
+    assert len(result.persons) == 1
+    coco = [{"image_id": i, "bbox": [10, 10, 30, 40], "score": 0.9} for i in (0, 99)]
+    path.write_text(json.dumps(coco))
+    with pytest.warns(UserWarning, match="boxes of 1 images"):
+        assert len(predictor(folder, path).persons) == 1
+
+
+def test_a_schema_that_would_relabel_the_joints_is_refused(tiny_model_dir, tmp_path):
+    model = DiffPose.from_pretrained(tiny_model_dir)
+    recorded = DiffPose(model.config.replace(schema="posetrack"))
+    with pytest.raises(KpdiffInputError, match="relabel"):
+        VideoPredictor(recorded, schema="coco")
+    assert VideoPredictor(recorded).schema.name.lower() == "posetrack"
+    assert VideoPredictor(model, schema="coco").schema.name.lower() == "coco"  # not recorded
+
+
 # ------------------------------------------------------------------------- the real sample
 
 

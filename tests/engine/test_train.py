@@ -49,6 +49,7 @@ def test_two_step_run_writes_metrics_checkpoint_and_best(make_config, tiny_datas
     ]  # fmt: skip
     assert load_config(ckpt / "experiment.yaml") == cfg
     assert load_config(run / "experiment.yaml") == cfg
+    assert DiffPose.from_pretrained(ckpt).config.schema == "posetrack"  # recorded for predict
     state = load_training_state(ckpt)
     assert state["counters"]["step"] == 2 and state["counters"]["best"] == result.best_ap
     assert set(state) >= {"optimizer", "scheduler", "counters", "rng"}

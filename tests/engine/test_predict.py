@@ -182,7 +182,7 @@ def test_boxes_below_the_threshold_give_the_reason(predictor, synthetic, tmp_pat
     folder, _, _ = synthetic
     path = tmp_path / "low.json"
     path.write_text(json.dumps(dcpose_boxes(folder, [0.1, 0.15])))
-    with pytest.raises(KpdiffInputError, match="below min_box_score 0.2") as err:
+    with pytest.raises(KpdiffInputError, match=r"below min_box_score 0\.2") as err:
         predictor(folder, path)
     assert "0.15" in str(err.value) and "--min-box-score" in str(err.value)
     model = predictor.model

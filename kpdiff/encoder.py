@@ -269,6 +269,12 @@ def build_backbone(
             model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
     except RuntimeError as err:  # timm's "Unknown model"
         raise KpdiffInputError(f"backbone: {err}") from err
+    except (TypeError, ValueError, AssertionError, ArithmeticError) as err:
+        # timm checks (or divides by) the user's backbone_kwargs deep inside a constructor
+        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        raise KpdiffInputError(
+            f"backbone_kwargs: timm cannot build {name} with {kwargs} ({detail})"
+        ) from None
     own = tuple(getattr(getattr(model, "patch_embed", None), "grid_size", ()))
     if own == grid:
         return Backbone(model, int(model.num_features), None)

@@ -242,10 +242,19 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise KpdiffInputError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond float's range
+            raise KpdiffInputError(
+                f"{where}: expected a finite number, got an integer of {len(str(value))} digits"
+            ) from None
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise KpdiffInputError(f"{where}: expected an integer, got {value!r}")
+        if abs(value) >= 2**63:
+            raise KpdiffInputError(
+                f"{where}: expected an integer below 2^63, got one of {len(str(value))} digits"
+            )
         return value
     if tp is bool:
         if not isinstance(value, bool):
@@ -324,8 +333,14 @@ def _number(
         return
     bad = isinstance(value, bool) or not isinstance(value, int | float)
     if not bad:
+        try:
+            number = float(value)  # an int beyond float's range (10^400) does not fit
+        except OverflowError:
+            number = math.inf
         bad = (
-            not math.isfinite(value) or value > high or (value <= low if low_open else value < low)
+            not math.isfinite(number)
+            or number > high
+            or (number <= low if low_open else number < low)
         )
     if bad:
         lo = f"> {low:g}" if low_open else f">= {low:g}"
@@ -435,10 +450,10 @@ def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> Experimen
             raise KpdiffInputError(f"override {item!r}: unknown key {key}")
         try:
             node[name] = yaml.safe_load(raw)
-        except yaml.YAMLError as err:
+        except (yaml.YAMLError, ValueError, RecursionError) as err:  # ValueError: 10^5000
             detail = " ".join(str(err).split())
             raise KpdiffInputError(
-                f"override {item!r}: value is not valid YAML ({detail})"
+                f"override {item!r:.80}: value is not valid YAML ({detail[:200]})"
             ) from None
     return config_from_dict(data, "overrides")
 
@@ -473,7 +488,7 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] = ()) -> Expe
         ) from None
     except RecursionError:
         raise KpdiffInputError(f"{path}: not a usable YAML config (nested too deeply)") from None
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, ValueError) as err:  # ValueError: an integer of 5,000 digits
         detail = " ".join(str(err).split())
         raise KpdiffInputError(f"{path}: not valid YAML ({detail})") from None
     config = config_from_dict(data or {}, str(path))

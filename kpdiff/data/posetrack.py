@@ -17,10 +17,12 @@ Writers replace their target atomically (temporary file in the same folder, then
 from __future__ import annotations
 
 import glob
+import mmap
 import os
 import re
 import stat
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -76,11 +78,25 @@ def _load_json(path: PathLike) -> Any:
         raise KpdiffInputError(f"{path}: not a regular file")
     try:
         with open(path, "rb") as f:
-            return orjson.loads(f.read())
+            return _parse_file(f, info.st_size)
     except orjson.JSONDecodeError as e:
         raise KpdiffInputError(f"{path}: not valid JSON ({e})") from None
     except OSError as e:
         raise KpdiffInputError(f"{path}: cannot be read ({e.strerror})") from None
+
+
+def _parse_file(f: Any, size: int) -> Any:
+    """``orjson.loads`` of the open file ``f``, parsed from its pages where it can be mapped (a
+    fresh copy of each large file costs more in page faults than the parse saves), else read."""
+    if size > 0:
+        try:
+            m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):  # a file system without mmap, a file emptied meanwhile
+            m = None
+        if m is not None:
+            with m, memoryview(m) as view:
+                return orjson.loads(view)
+    return orjson.loads(f.read())
 
 
 def _numbers(v: Any, n: int | None, path: PathLike, where: str, field: str) -> list[float]:
@@ -125,8 +141,17 @@ def _flag(v: Any, path: PathLike, where: str, field: str) -> int:
 
 
 def _frame_number(name: str) -> int | None:
-    stem = Path(name).stem.split("_")[0]
-    return int(stem) if re.fullmatch(r"\d+", stem) else None
+    """The number before the first ``_`` of the name's stem (``v/000012.jpg`` -> 12), else None;
+    the stem is :attr:`pathlib.PurePath.stem`'s, found without building a path per image."""
+    base = name[name.rfind("/") + 1 :]
+    if not base or base == ".":  # pathlib's normalisation decides these rare names
+        base = Path(name).name
+    dot = base.rfind(".")
+    stem = (base[:dot] if 0 < dot < len(base) - 1 else base).split("_")[0]
+    return int(stem) if _DIGITS.fullmatch(stem) else None
+
+
+_DIGITS = re.compile(r"\d+")
 
 
 # --------------------------------------------------------------------------- PoseTrack18 / 21
@@ -142,6 +167,10 @@ def _category_columns(data: dict, schema: KeypointSchema, path: PathLike) -> lis
     )
     if names is None:
         return list(range(schema.num_keypoints))
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise _fail(
+            path, "categories[0]", "keypoints", f"expected a list of joint names, got {names!r:.80}"
+        )
     unknown = [n for n in names if n not in schema.keypoints]
     if unknown or len(set(names)) != len(names):
         raise _fail(
@@ -178,70 +207,250 @@ def _bulk(rows: list[Any], n: int) -> np.ndarray | None:
     return a if np.isfinite(a).all() else None
 
 
+class _AnnotationWhere:
+    """``where[j]`` = ``"annotations[j] (image id …)"``, built only when a message needs it."""
+
+    def __init__(self, image_ids: Sequence[Any]) -> None:
+        self.image_ids = image_ids
+
+    def __getitem__(self, j: int) -> str:
+        return f"annotations[{j}] (image id {self.image_ids[j]})"
+
+
 def _rows(
-    anns: list[dict], field: str, n: int, path: PathLike, where: list[str], optional: bool
+    anns: list[dict], field: str, n: int, path: PathLike, where: Sequence[str], optional: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(values [N, n], given [N] bool)`` of one numeric list field of every annotation.
 
     A missing field (or ``[]``, or ``null``) is not given when ``optional``, else an error; any
     other malformed value raises :class:`KpdiffInputError` naming the annotation and the field.
     """
-    given = np.array([a.get(field) not in (None, []) for a in anns], bool)
-    if not optional and not given.all():
-        j = int(np.flatnonzero(~given)[0])
-        raise _fail(path, where[j], field, f"expected a list of {n} numbers, got nothing")
-    idx = np.flatnonzero(given)
-    rows = [anns[j][field] for j in idx]
+    vals = [a.get(field) for a in anns]
+    missing = vals.count(None) + vals.count([])  # C loops: the common cases cost nothing
+    if missing == len(vals) and optional:
+        return np.zeros((len(anns), n)), np.zeros(len(anns), bool)
+    if missing == 0:
+        given, idx, rows = np.ones(len(anns), bool), None, vals
+    else:
+        given = np.array([v is not None and v != [] for v in vals], bool)
+        if not optional and not given.all():
+            j = int(np.flatnonzero(~given)[0])
+            raise _fail(path, where[j], field, f"expected a list of {n} numbers, got nothing")
+        idx = np.flatnonzero(given)
+        rows = [vals[j] for j in idx.tolist()]
+    vals_ = _bulk(rows, n)
+    if vals_ is None:  # find and name the first bad one
+        for j, r in enumerate(rows):
+            k = j if idx is None else int(idx[j])
+            _numbers(r, n, path, where[k], field)
+        k = 0 if idx is None else int(idx[0])
+        raise _fail(path, where[k], field, f"expected lists of {n} finite numbers")
+    if idx is None:
+        return vals_, given
     out = np.zeros((len(anns), n))
-    vals = _bulk(rows, n)
-    if vals is None:  # find and name the first bad one
-        for j, r in zip(idx, rows, strict=True):
-            _numbers(r, n, path, where[j], field)
-        raise _fail(path, where[int(idx[0])], field, f"expected lists of {n} finite numbers")
-    out[idx] = vals
+    out[idx] = vals_
     return out, given
 
 
-def _persons18(
-    anns: list[dict],
-    cols: list[int],
-    schema: KeypointSchema,
-    predictions: bool,
-    path: PathLike,
-    where: list[str],
-) -> list[PersonAnnotation]:
-    """Every annotation of a PoseTrack18/21 file as a person, numbers converted in bulk."""
-    n, N, K = len(cols), len(anns), schema.num_keypoints
-    raw = _rows(anns, "keypoints", 3 * n, path, where, optional=False)[0].reshape(N, n, 3)
+@dataclass
+class _Table18:
+    """A PoseTrack18/21 file as arrays: images and annotations in file order, checked.
+
+    Attributes:
+        stem: the file's stem (the video name of a per-video file).
+        paths: ``[I]`` image file names.
+        image_ids: ``[I]`` image ids.
+        labeled: ``[I]`` bool ``is_labeled`` (an image without the flag: whether it has persons).
+        regions: image position -> its ignore polygons ``[V, 2]`` (only images with some).
+        image: ``[N]`` int64 image position of each annotation.
+        keypoints: ``[N, K, 3]`` float64 in schema order, read as the module docstring says.
+        present: ``[N, K]`` bool, which joints the file lists.
+        box: ``[N, 4]`` ``xywh`` where ``has_box`` (``[N]`` bool), else zeros.
+        head_box: ``[N, 4]`` ``xyxy`` where ``has_head`` (``[N]`` bool), else zeros.
+        track_id: ``[N]`` ints or ``None``.
+        score: ``[N]`` numbers or ``None`` (checked finite; not yet converted to float).
+    """
+
+    stem: str
+    paths: list[str]
+    image_ids: list[int]
+    labeled: np.ndarray
+    regions: dict[int, list[np.ndarray]]
+    image: np.ndarray
+    keypoints: np.ndarray
+    present: np.ndarray
+    box: np.ndarray
+    has_box: np.ndarray
+    head_box: np.ndarray
+    has_head: np.ndarray
+    track_id: list[int | None]
+    score: list[Any]
+
+
+def _images18(
+    images: list[Any], path: PathLike
+) -> tuple[list[str], list[int], list[bool], list[int], dict[int, list[np.ndarray]]]:
+    """``(paths, ids, is_labeled, unflagged positions, regions)`` of a file's ``images``."""
+    if set(map(type, images)) <= {dict}:  # the common file, checked a field at a time
+        ids = [im.get("id") for im in images]
+        paths = [im.get("file_name") for im in images]
+        flags = [im.get("is_labeled") for im in images]
+        if (
+            set(map(type, ids)) <= {int}
+            and set(map(type, paths)) <= {str}
+            and set(map(type, flags)) <= {bool, type(None)}
+            and len(set(ids)) == len(ids)
+        ):
+            regions: dict[int, list[np.ndarray]] = {}
+            for i, im in enumerate(images):
+                if im.get("ignore_regions_x") or im.get("ignore_regions_y"):
+                    r = _read_regions(im, path, f"images[{i}] (image id {ids[i]})")
+                    if r:
+                        regions[i] = r
+            unflagged = [i for i, f in enumerate(flags) if f is None]
+            return paths, ids, [f is True for f in flags], unflagged, regions
+    return _images18_checked(images, path)
+
+
+def _images18_checked(
+    images: list[Any], path: PathLike
+) -> tuple[list[str], list[int], list[bool], list[int], dict[int, list[np.ndarray]]]:
+    """:func:`_images18` an image at a time, naming the first bad field."""
+    paths, ids, labeled, unflagged = [], [], [], []
+    position: dict[int, int] = {}
+    regions: dict[int, list[np.ndarray]] = {}
+    for i, im in enumerate(images):
+        if not isinstance(im, dict):
+            raise _fail(path, f"images[{i}]", "images", "expected an object")
+        iid = im.get("id")
+        if type(iid) is not int:
+            iid = _scalar(iid, path, f"images[{i}]", "id", int)
+        name = im.get("file_name")
+        if not isinstance(name, str):
+            where = f"images[{i}] (image id {iid})"
+            raise _fail(path, where, "file_name", f"expected a string, got {name!r}")
+        if iid in position:
+            raise _fail(path, f"images[{i}] (image id {iid})", "id", "duplicate image id")
+        position[iid] = i
+        flag = im.get("is_labeled")
+        if flag is None:
+            unflagged.append(i)
+        elif flag is not True and flag is not False:
+            flag = _flag(flag, path, f"images[{i}] (image id {iid})", "is_labeled")
+        paths.append(name)
+        ids.append(iid)
+        labeled.append(bool(flag))
+        if im.get("ignore_regions_x") or im.get("ignore_regions_y"):
+            r = _read_regions(im, path, f"images[{i}] (image id {iid})")
+            if r:
+                regions[i] = r
+    return paths, ids, labeled, unflagged, regions
+
+
+def _owners18(
+    annotations: list[Any], position: dict[int, int], path: PathLike
+) -> tuple[list[int], list[int]]:
+    """``(image position, image id)`` of every annotation; errors name the annotation."""
+    try:
+        iids = [a.get("image_id") for a in annotations]
+        if set(map(type, iids)) <= {int}:
+            return [position[i] for i in iids], iids
+    except (AttributeError, KeyError):
+        pass
+    owners, iids = [], []
+    for j, a in enumerate(annotations):  # the slow way, which names the first bad annotation
+        if not isinstance(a, dict):
+            raise _fail(path, f"annotations[{j}]", "annotations", "expected an object")
+        iid = a.get("image_id")
+        if type(iid) is not int:
+            iid = _scalar(iid, path, f"annotations[{j}]", "image_id", int)
+        if iid not in position:
+            where = f"annotations[{j}] (image id {iid})"
+            raise _fail(path, where, "image_id", "no image with this id in 'images'")
+        owners.append(position[iid])
+        iids.append(iid)
+    return owners, iids
+
+
+def _ids_and_scores18(
+    annotations: list[dict], path: PathLike, where: Sequence[str]
+) -> tuple[list[int | None], list[Any]]:
+    """Every annotation's ``track_id`` (int or None) and ``score`` (finite number or None)."""
+    tids = [a.get("track_id") for a in annotations]
+    scores = [a.get("score") for a in annotations]
+    if set(map(type, tids)) <= {int, type(None)} and set(map(type, scores)) <= {
+        float,
+        int,
+        type(None),
+    }:
+        given = [s for s in scores if s is not None]
+        if not given or np.isfinite(np.asarray(given, np.float64)).all():
+            return tids, scores
+    for j, (tid, score) in enumerate(zip(tids, scores, strict=True)):  # name the first bad one
+        if tid is not None:
+            tids[j] = _scalar(tid, path, where[j], "track_id", int)
+        if score is not None:
+            scores[j] = _scalar(score, path, where[j], "score")
+    return tids, scores
+
+
+def _table18(data: Any, path: PathLike, predictions: bool, schema: KeypointSchema) -> _Table18:
+    """Check and convert a parsed PoseTrack18/21 file; numbers are converted in bulk."""
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise _fail(path, "top level", "images", "expected an object with an 'images' list")
+    if not data["images"]:
+        raise _fail(path, "top level", "images", "expected at least one image (a video's frames)")
+    cols = _category_columns(data, schema, path)
+    paths, ids, labeled, unflagged, regions = _images18(data["images"], path)
+    annotations = data.get("annotations")
+    if not isinstance(annotations, list):
+        raise _fail(
+            path, "top level", "annotations",
+            "expected a list of persons ([] for a video without any), got "
+            + ("nothing" if annotations is None else type(annotations).__name__),
+        )  # fmt: skip
+    owners, iids = _owners18(annotations, {iid: i for i, iid in enumerate(ids)}, path)
+    where = _AnnotationWhere(iids)
+    n, N, K = len(cols), len(annotations), schema.num_keypoints
+    raw = _rows(annotations, "keypoints", 3 * n, path, where, optional=False)[0].reshape(N, n, 3)
     in_file = ~((raw[..., 0] == 0) & (raw[..., 1] == 0) & (raw[..., 2] == 0))  # [N, n]
     if predictions:
-        scores, has_scores = _rows(anns, "scores", n, path, where, optional=True)
+        scores, has_scores = _rows(annotations, "scores", n, path, where, optional=True)
         raw[..., 2] = np.where(has_scores[:, None], scores, MISSING_SCORE)
         raw[~in_file] = 0.0
     elif (raw[..., 2] < 0).any():
         j = int(np.flatnonzero((raw[..., 2] < 0).any(axis=1))[0])
         raise _fail(path, where[j], "keypoints", "a visibility (every third value) is negative")
-    kp = np.zeros((N, K, 3))
-    kp[:, cols] = raw
-    present = np.zeros((N, K), bool)
-    present[:, cols] = in_file
-    box, has_box = _rows(anns, "bbox", 4, path, where, optional=True)
-    head, has_head = _rows(anns, "bbox_head", 4, path, where, optional=True)
+    if cols == list(range(K)):
+        kp, present = raw, in_file
+    else:
+        kp, present = np.zeros((N, K, 3)), np.zeros((N, K), bool)
+        kp[:, cols], present[:, cols] = raw, in_file
+    box, has_box = _rows(annotations, "bbox", 4, path, where, optional=True)
+    head, has_head = _rows(annotations, "bbox_head", 4, path, where, optional=True)
     head[:, 2:] += head[:, :2]  # xywh in the file, xyxy in memory (x2 = x + w, as poseval does)
-    persons = []
-    for j, a in enumerate(anns):
-        tid, score = a.get("track_id"), a.get("score")
-        persons.append(
-            PersonAnnotation(
-                keypoints=kp[j],
-                box=box[j] if has_box[j] else None,
-                head_box=head[j] if has_head[j] else None,
-                track_id=None if tid is None else _scalar(tid, path, where[j], "track_id", int),
-                score=None if score is None else _scalar(score, path, where[j], "score"),
-                present=present[j] if predictions else None,
-            )
-        )
-    return persons
+    tids, person_scores = _ids_and_scores18(annotations, path, where)
+    image = np.asarray(owners, np.int64).reshape(-1)
+    is_labeled = np.asarray(labeled, bool).reshape(-1)
+    if unflagged:  # images without `is_labeled`: labelled when they have persons
+        counts = np.bincount(image, minlength=len(ids))
+        is_labeled[unflagged] = counts[unflagged] > 0
+    return _Table18(
+        stem=Path(path).stem,
+        paths=paths,
+        image_ids=ids,
+        labeled=is_labeled,
+        regions=regions,
+        image=image,
+        keypoints=kp,
+        present=present,
+        box=box,
+        has_box=has_box,
+        head_box=head,
+        has_head=has_head,
+        track_id=tids,
+        score=person_scores,
+    )
 
 
 def read_posetrack18(
@@ -270,57 +479,32 @@ def read_posetrack18(
 def _parse18(
     data: Any, path: PathLike, predictions: bool, schema: KeypointSchema
 ) -> list[VideoAnnotation]:
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise _fail(path, "top level", "images", "expected an object with an 'images' list")
-    cols = _category_columns(data, schema, path)
-    frames: dict[int, FrameAnnotation] = {}
-    unflagged: list[int] = []  # images without `is_labeled`: labelled when they have persons
-    for i, im in enumerate(data["images"]):
-        where = f"images[{i}]"
-        if not isinstance(im, dict):
-            raise _fail(path, where, "images", "expected an object")
-        iid = _scalar(im.get("id"), path, where, "id", int)
-        where = f"images[{i}] (image id {iid})"
-        name = im.get("file_name")
-        if not isinstance(name, str):
-            raise _fail(path, where, "file_name", f"expected a string, got {name!r}")
-        if iid in frames:
-            raise _fail(path, where, "id", "duplicate image id")
-        num, labeled = _frame_number(name), im.get("is_labeled")
-        if labeled is None:
-            unflagged.append(iid)
-        frames[iid] = FrameAnnotation(
-            image_path=name,
-            frame_index=i if num is None else num,
-            image_id=iid,
-            is_labeled=bool(_flag(labeled, path, where, "is_labeled")),
-            ignore_regions=_read_regions(im, path, where),
+    t = _table18(data, path, predictions, schema)
+    frames = []
+    for i, (name, iid) in enumerate(zip(t.paths, t.image_ids, strict=True)):
+        num = _frame_number(name)
+        frames.append(
+            FrameAnnotation(
+                image_path=name,
+                frame_index=i if num is None else num,
+                image_id=iid,
+                is_labeled=bool(t.labeled[i]),
+                ignore_regions=t.regions.get(i) or [],
+            )
         )
-    annotations = data.get("annotations")
-    if not isinstance(annotations, list):
-        raise _fail(
-            path, "top level", "annotations",
-            "expected a list of persons ([] for a video without any), got "
-            + ("nothing" if annotations is None else type(annotations).__name__),
-        )  # fmt: skip
-    owners, where = [], []
-    for j, a in enumerate(annotations):
-        if not isinstance(a, dict):
-            raise _fail(path, f"annotations[{j}]", "annotations", "expected an object")
-        iid = a.get("image_id")
-        if type(iid) is not int:
-            iid = _scalar(iid, path, f"annotations[{j}]", "image_id", int)
-        where.append(f"annotations[{j}] (image id {iid})")
-        if iid not in frames:
-            raise _fail(path, where[-1], "image_id", "no image with this id in 'images'")
-        owners.append(frames[iid])
-    for frame, person in zip(
-        owners, _persons18(annotations, cols, schema, predictions, path, where), strict=True
-    ):
-        frame.persons.append(person)
-    for iid in unflagged:
-        frames[iid].is_labeled = bool(frames[iid].persons)
-    return _group_by_folder(list(frames.values()), Path(path).stem)
+    kp, present, box, head = t.keypoints, t.present, t.box, t.head_box
+    for j, (i, tid, score) in enumerate(zip(t.image.tolist(), t.track_id, t.score, strict=True)):
+        frames[i].persons.append(
+            PersonAnnotation(
+                keypoints=kp[j],
+                box=box[j] if t.has_box[j] else None,
+                head_box=head[j] if t.has_head[j] else None,
+                track_id=None if tid is None else int(tid),
+                score=None if score is None else float(score),
+                present=present[j] if predictions else None,
+            )
+        )
+    return _group_by_folder(frames, t.stem)
 
 
 def _group_by_folder(frames: list[FrameAnnotation], stem: str) -> list[VideoAnnotation]:
@@ -330,6 +514,84 @@ def _group_by_folder(frames: list[FrameAnnotation], stem: str) -> list[VideoAnno
     if len(groups) <= 1:
         return [VideoAnnotation(name=stem, frames=frames)]
     return [VideoAnnotation(name=os.path.basename(k) or k, frames=v) for k, v in groups.items()]
+
+
+@dataclass
+class _VideoTable:
+    """One video of a PoseTrack18/21 file as arrays, without a Python object per person: what
+    :func:`kpdiff.metrics.evaluate_files` reads (:func:`read_posetrack18`'s video, flattened).
+
+    Attributes:
+        name: the video's name (as :func:`read_posetrack18` names it).
+        paths: ``[T]`` image paths of its frames, in file order.
+        image_ids: ``[T]`` image ids.
+        labeled: ``[T]`` bool ``is_labeled``.
+        regions: frame position -> ignore polygons ``[V, 2]`` (only frames with some).
+        frame: ``[N]`` int64 frame position of each person, non-decreasing (file order within a
+            frame, as :attr:`FrameAnnotation.persons`).
+        keypoints: ``[N, K, 3]`` float64 ``(x, y, v)`` (``(x, y, score)`` for predictions).
+        present: ``[N, K]`` bool (:meth:`PersonAnnotation.joints_present`).
+        head_box: ``[N, 4]`` ``xyxy``, NaN rows for persons without one.
+        track_id: ``[N]`` ints or ``None``.
+    """
+
+    name: str
+    paths: list[str]
+    image_ids: list[int]
+    labeled: np.ndarray
+    regions: dict[int, list[np.ndarray]]
+    frame: np.ndarray
+    keypoints: np.ndarray
+    present: np.ndarray
+    head_box: np.ndarray
+    track_id: list[int | None]
+
+
+def _video_tables18(
+    data: Any, path: PathLike, predictions: bool, schema: KeypointSchema
+) -> list[_VideoTable]:
+    """The videos of one parsed PoseTrack18/21 file (``data``, read from ``path``) as
+    :class:`_VideoTable` s: the same checks, errors, videos, frames and numbers as
+    :func:`read_posetrack18`, without building an object per frame or person."""
+    t = _table18(data, path, predictions, schema)
+    head = np.where(t.has_head[:, None], t.head_box, np.nan)
+    if len({p.rpartition("/")[0] for p in t.paths}) <= 1:  # one folder (what dirname gives)
+        names: dict[str, None] = {}
+    else:
+        folders = list(map(os.path.dirname, t.paths))
+        names = dict.fromkeys(folders)  # in order of first appearance
+    if len(names) <= 1:
+        groups: list[tuple[str, np.ndarray | None]] = [(t.stem, None)]
+    else:
+        gid = {d: g for g, d in enumerate(names)}
+        of_image = np.array([gid[d] for d in folders], np.int64)
+        groups = [(os.path.basename(d) or d, np.flatnonzero(of_image == g)) for g, d in
+                  enumerate(names)]  # fmt: skip
+    out = []
+    for name, images in groups:
+        if images is None:
+            frame, sel = t.image, None
+            paths, ids, labeled, regions = t.paths, t.image_ids, t.labeled, t.regions
+        else:
+            local = np.full(len(t.paths), -1, np.int64)
+            local[images] = np.arange(len(images))
+            sel = np.flatnonzero(local[t.image] >= 0)
+            frame = local[t.image[sel]]
+            paths = [t.paths[i] for i in images.tolist()]
+            ids = [t.image_ids[i] for i in images.tolist()]
+            labeled = t.labeled[images]
+            regions = {int(local[i]): r for i, r in t.regions.items() if local[i] >= 0}
+        if frame.size and (np.diff(frame) < 0).any():  # persons listed out of frame order
+            order = np.argsort(frame, kind="stable")
+            sel = order if sel is None else sel[order]
+            frame = frame[order]
+        if sel is None:
+            kp, present, hb, tids = t.keypoints, t.present, head, t.track_id
+        else:
+            kp, present, hb = t.keypoints[sel], t.present[sel], head[sel]
+            tids = [t.track_id[j] for j in sel.tolist()]
+        out.append(_VideoTable(name, paths, ids, labeled, regions, frame, kp, present, hb, tids))
+    return out
 
 
 def read_posetrack21(
@@ -369,6 +631,10 @@ def _read_person17(
     annopoints = r.get("annopoints") or []
     if isinstance(annopoints, dict):
         annopoints = [annopoints]
+    if not isinstance(annopoints, list) or not isinstance(
+        annopoints[0] if annopoints else {}, dict | None
+    ):
+        raise _fail(path, where, "annopoints", "expected an object (or a list of one) with 'point'")
     points = (annopoints[0] or {}).get("point", []) if annopoints else []
     if not isinstance(points, list):
         raise _fail(path, where, "annopoints", "expected a list of points")
@@ -446,6 +712,8 @@ def _parse17(
     annolist = data.get("annolist") if isinstance(data, dict) else None
     if not isinstance(annolist, list):
         raise _fail(path, "top level", "annolist", "expected an object with an 'annolist' list")
+    if not annolist:
+        raise _fail(path, "top level", "annolist", "expected at least one image (a video's frames)")
     frames = []
     for i, entry in enumerate(annolist):
         where = f"annolist[{i}]"

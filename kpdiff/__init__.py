@@ -57,6 +57,10 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "EnsembleSampler",
             "repeat_cond",
         ),
+        "tracking": (
+            "IoUTracker",
+            "box_iou",
+        ),
     },
 )
 __all__ += ["__version__"]

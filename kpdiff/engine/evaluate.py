@@ -287,13 +287,15 @@ def predictions_to_videos(
 
     Every GT frame is present (empty when nothing was predicted on it), with the GT's image
     path, image id and labelled flag, so the evaluation and the PoseTrack18 writer accept it.
+    A row's ``"track"`` (a tracker's id, see :class:`~kpdiff.tracking.IoUTracker`) becomes its
+    person's ``track_id``; in frames whose rows have none it is the position in the frame.
     """
     by_frame: dict[tuple[str, int], list[PersonAnnotation]] = defaultdict(list)
     for row in rows:
         person = PersonAnnotation(
             keypoints=np.asarray(row["keypoints"], dtype=np.float64),
             box=np.asarray(row["box"], dtype=np.float64),
-            track_id=None,
+            track_id=row.get("track"),  # a tracker's id (VideoPredictor), else set below
             score=row["box_score"],
         )
         by_frame[(row["video"], row["frame_index"])].append(person)
@@ -302,8 +304,9 @@ def predictions_to_videos(
         frames = []
         for frame in video.frames:
             persons = by_frame.get((video.name, frame.frame_index), [])
-            for i, person in enumerate(persons):
-                person.track_id = i
+            if any(p.track_id is None for p in persons):
+                for i, person in enumerate(persons):  # untracked: the position in the frame
+                    person.track_id = i
             gt_frame = copy.copy(frame)
             frames.append(
                 FrameAnnotation(

@@ -13,6 +13,7 @@ will do): boxes come from a JSON file in the DCPose layout (``image_name``, ``bb
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 import warnings
@@ -35,6 +36,7 @@ from kpdiff.drawing import draw_poses
 from kpdiff.engine.evaluate import _rows, predictions_to_videos
 from kpdiff.errors import KpdiffInputError
 from kpdiff.io import atomic_path, write_json_atomic
+from kpdiff.tracking import IoUTracker
 
 __all__ = ["VideoPrediction", "VideoPredictor", "list_frames", "render_video"]
 
@@ -91,8 +93,9 @@ class VideoPrediction:
     Attributes:
         name: the video's name; ``frames``: its frame files in order.
         persons: one dict per predicted person: ``frame_index``, ``box [4]`` xywh,
-            ``box_score``, ``keypoints [K, 3]`` (x, y, score = heatmap max × box score) and
-            ``spread [K]`` (ensemble disagreement in image pixels, an uncertainty).
+            ``box_score``, ``keypoints [K, 3]`` (x, y, score = heatmap max × box score),
+            ``spread [K]`` (ensemble disagreement in image pixels, an uncertainty) and
+            ``track_id`` (the same person across frames, from the tracker).
         schema: the keypoint schema.
     """
 
@@ -124,6 +127,7 @@ class VideoPrediction:
             records.append(
                 {
                     "image_id": int(p["frame_index"]),
+                    "track_id": int(p["track_id"]),
                     "file_name": self.frames[p["frame_index"]].name,
                     "category_id": 1,
                     "bbox": [round(float(v), 2) for v in p["box"]],
@@ -147,6 +151,8 @@ class VideoPredictor:
             Default ``None``: the model's (``"posetrack"`` when it records none).
         min_box_score: boxes scoring below are ignored. Default ``0.2``.
         edge: neighbour frames beyond the video's ends: ``"clamp"`` or ``"repeat"``.
+        tracker: links people across frames into ``track_id``s; a fresh copy of it runs on each
+            video. Default: :class:`~kpdiff.tracking.IoUTracker` ``()``.
     """
 
     def __init__(
@@ -160,6 +166,7 @@ class VideoPredictor:
         schema: KeypointSchema | str | None = None,
         min_box_score: float = DEFAULT_MIN_SCORE,
         edge: str = "clamp",
+        tracker: IoUTracker | None = None,
     ) -> None:
         if (
             isinstance(min_box_score, bool)
@@ -169,6 +176,7 @@ class VideoPredictor:
             raise KpdiffInputError(
                 f"min_box_score: expected a finite number, got {min_box_score!r}"
             )
+        self._tracker = tracker or IoUTracker()
         self.model = model.eval()
         self.num_samples, self.steps = num_samples, steps
         self.batch_size, self.seed = batch_size, seed
@@ -236,6 +244,7 @@ class VideoPredictor:
             persons.extend(_rows(batch, result))
         for p in persons:
             p.pop("gt", None)
+        _track(persons, len(frames), dataclasses.replace(self._tracker))  # fresh state
         return VideoPrediction(name=name, frames=frames, persons=persons, schema=self.schema)
 
     def _usable_boxes(
@@ -293,6 +302,18 @@ class VideoPredictor:
                 f"or high (w, h must be > 1)"
             )
         return matched
+
+
+def _track(persons: list[dict[str, Any]], n_frames: int, tracker: IoUTracker) -> None:
+    """Set every person's ``track`` and ``track_id`` (the tracker's id), frame by frame."""
+    by_frame: dict[int, list[dict[str, Any]]] = {}
+    for p in persons:
+        by_frame.setdefault(int(p["frame_index"]), []).append(p)
+    for i in range(n_frames):
+        here = by_frame.get(i, [])
+        boxes = np.array([p["box"] for p in here], np.float64).reshape(-1, 4)
+        for p, tid in zip(here, tracker.update(boxes), strict=True):
+            p["track"] = p["track_id"] = int(tid)
 
 
 def render_video(
@@ -358,6 +379,7 @@ def save_prediction_json(prediction: VideoPrediction, path: str | Path) -> Path:
     rows = [
         {
             "frame_index": int(p["frame_index"]),
+            "track_id": int(p["track_id"]),
             "box": [float(v) for v in p["box"]],
             "box_score": float(p["box_score"]),
             "keypoints": np.asarray(p["keypoints"]).round(3).tolist(),

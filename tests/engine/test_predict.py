@@ -81,7 +81,7 @@ def test_coco_and_raw_files(synthetic, tmp_path):
     assert len(records) == len(result.persons)
     for rec in records:
         assert set(rec) == {"image_id", "file_name", "category_id", "bbox", "keypoints", "score",
-                            "keypoint_spread"}  # fmt: skip
+                            "keypoint_spread", "track_id"}  # fmt: skip
         assert rec["category_id"] == 1 and len(rec["bbox"]) == 4
         assert len(rec["keypoints"]) == 51 and len(rec["keypoint_spread"]) == 17
         assert result.frames[rec["image_id"]].name == rec["file_name"]
@@ -266,3 +266,19 @@ def test_real_posetrack_video(predictor, tmp_path, source, layout):
     assert sorted(p.name for p in REAL_VIDEO.iterdir()) == sorted(
         [f"{i:06d}.jpg" for i in range(10)] + [f"{REAL_VIDEO.name}.mp4"]
     )
+
+
+def test_people_are_tracked_across_frames(synthetic, tmp_path):
+    _, _, result = synthetic
+    by_frame: dict[int, list[int]] = {}
+    for p in result.persons:
+        by_frame.setdefault(p["frame_index"], []).append(p["track_id"])
+    assert all(len(set(ids)) == len(ids) for ids in by_frame.values())
+    # the two synthetic people (the fake detector's confident boxes) stay in view and move a
+    # little: each keeps its id on every frame; its false positives come and go with new ids
+    people = [p for p in result.persons if p["box_score"] > 0.7]
+    assert {p["frame_index"] for p in people} == set(range(len(result.frames)))
+    assert {p["track_id"] for p in people} == {0, 1}
+    (back,) = read_posetrack(result.write_posetrack18(tmp_path / "pred.json"), predictions=True)
+    written = sorted(p.track_id for f in back.frames for p in f.persons)
+    assert written == sorted(p["track_id"] for p in result.persons)

@@ -308,7 +308,7 @@ def predict(args: argparse.Namespace) -> int:
         min_box_score=args.min_box_score,
     )  # fmt: skip
     out = Path(args.out)
-    result = predictor(args.video, args.boxes, workdir=out / "frames")
+    result = predictor(args.video, args.boxes)
     written = [
         result.write_posetrack18(out / f"{result.name}_posetrack18.json"),
         result.write_coco(out / f"{result.name}_coco.json"),

@@ -225,6 +225,11 @@ class TopDownClipDataset(Dataset):
         config: clip geometry. Default ``ClipConfig()``.
         augment: training augmentation, or ``None`` (evaluation). Default ``None``.
         codec: target codec; default ``GaussianHeatmapCodec`` with stride 4 for ``input_size``.
+        frames: where frames come from: any object whose ``get(path)`` returns the BGR
+            ``uint8`` frame ``[H, W, 3]`` of a sample's frame path (e.g.
+            :class:`~kpdiff.video.StreamedFrames`, a video decoded without image files).
+            Default ``None``: the image files, decoded through an LRU cache of
+            ``config.cache_size`` frames.
     """
 
     def __init__(
@@ -235,6 +240,7 @@ class TopDownClipDataset(Dataset):
         config: ClipConfig | None = None,
         augment: AugmentConfig | None = None,
         codec: GaussianHeatmapCodec | None = None,
+        frames: Any | None = None,
     ) -> None:
         self.samples = list(samples)
         self.schema = get_schema(schema if schema is not None else "posetrack")
@@ -247,7 +253,7 @@ class TopDownClipDataset(Dataset):
             raise KpdiffInputError(
                 f"codec: its input size {self.codec.input_size} differs from input_size {(h, w)}"
             )
-        self._cache = _FrameCache(self.config.cache_size)
+        self._cache = frames if frames is not None else _FrameCache(self.config.cache_size)
         # uint8 value → normalised value, per RGB channel: one table lookup per pixel
         mean, std = np.array(self.config.mean) * 255, np.array(self.config.std) * 255
         self._lut = ((np.arange(256)[:, None] - mean) / std).astype(np.float32).T.copy()  # [3, 256]

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,24 +34,27 @@ from kpdiff.data.structures import FrameAnnotation, VideoAnnotation
 from kpdiff.drawing import draw_poses
 from kpdiff.engine.evaluate import _rows, predictions_to_videos
 from kpdiff.errors import KpdiffInputError
-from kpdiff.io import atomic_path, write_json_atomic
+from kpdiff.io import write_json_atomic
 from kpdiff.tracking import IoUTracker
+from kpdiff.video import StreamedFrames, VideoFile, write_video
 
 __all__ = ["VideoPrediction", "VideoPredictor", "list_frames", "render_video"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif")
 
 
-def list_frames(source: str | Path, workdir: str | Path | None = None) -> list[Path]:
-    """The frame files of a video: a folder of images (sorted by name) or a video file.
-
-    A video file is decoded with OpenCV into ``workdir/<video stem>/000000.jpg …`` (a temporary
-    folder when ``workdir`` is ``None``).
+def list_frames(source: str | Path) -> list[Path]:
+    """The frames of a video: the images of a folder (sorted by name), or for a video file
+    the names its frames get (``<video stem>/000000.jpg`` …; nothing is written to disk).
 
     Raises:
-        KpdiffInputError: the path is missing, holds no image, or cannot be decoded.
+        KpdiffInputError: the path is missing, holds no image, or is not a decodable video.
     """
+    return _open_video(source)[1]
+
+
+def _open_video(source: str | Path) -> tuple[str, list[Path], StreamedFrames | None]:
+    """``(name, frame paths, streamed frames of a video file or None for a folder)``."""
     source = Path(source)
     if not source.exists():
         raise KpdiffInputError(f"video: {source} does not exist")
@@ -60,30 +62,9 @@ def list_frames(source: str | Path, workdir: str | Path | None = None) -> list[P
         frames = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not frames:
             raise KpdiffInputError(f"video: {source} holds no {'/'.join(IMAGE_SUFFIXES)} frames")
-        return frames
-    if source.suffix.lower() not in VIDEO_SUFFIXES:
-        # FFmpeg guesses formats: it reads a text file as ANSI art and any image as a video
-        raise KpdiffInputError(
-            f"video: {source} is neither a folder of frames nor a video file (expected one of "
-            f"{', '.join(VIDEO_SUFFIXES)})"
-        )
-    cap = cv2.VideoCapture(str(source))
-    if not cap.isOpened():
-        raise KpdiffInputError(f"video: {source} is neither a folder of frames nor a video file")
-    out = Path(workdir or tempfile.mkdtemp(prefix="kpdiff-frames-")) / source.stem
-    out.mkdir(parents=True, exist_ok=True)
-    frames = []
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            break
-        path = out / f"{len(frames):06d}.jpg"
-        cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        frames.append(path)
-    cap.release()
-    if not frames:
-        raise KpdiffInputError(f"video: {source} has no decodable frames")
-    return frames
+        return source.name, frames, None
+    streamed = StreamedFrames(VideoFile(source), source.stem)
+    return source.stem, [Path(n) for n in streamed.names()], streamed
 
 
 @dataclass
@@ -91,18 +72,24 @@ class VideoPrediction:
     """Poses on every frame of one video.
 
     Attributes:
-        name: the video's name; ``frames``: its frame files in order.
+        name: the video's name; ``frames``: its frame files in order (for a video file, the
+            names of its frames, ``<video>/000000.jpg`` …, which are not files).
         persons: one dict per predicted person: ``frame_index``, ``box [4]`` xywh,
             ``box_score``, ``keypoints [K, 3]`` (x, y, score = heatmap max × box score),
             ``spread [K]`` (ensemble disagreement in image pixels, an uncertainty) and
             ``track_id`` (the same person across frames, from the tracker).
         schema: the keypoint schema.
+        video_file: the video file the frames were decoded from, or ``None`` (image files).
+        fps: the video's frame rate (``10`` for a folder of images), used by
+            :func:`render_video`.
     """
 
     name: str
     frames: list[Path]
     persons: list[dict[str, Any]]
     schema: KeypointSchema
+    video_file: Path | None = None
+    fps: float = 10.0
 
     def video(self) -> VideoAnnotation:
         """The predictions as a :class:`VideoAnnotation` with every frame present."""
@@ -194,20 +181,20 @@ class VideoPredictor:
         self,
         video: str | Path | Sequence[str | Path],
         boxes: str | Path | Mapping[str | int, np.ndarray],
-        *,
-        workdir: str | Path | None = None,
     ) -> VideoPrediction:
         """Predict every box of every frame.
+
+        A video file is decoded as its clips are read (a sliding window of frames, no image
+        written to disk), so any length of video takes bounded memory.
 
         Args:
             video: a video file, a folder of frames, or the list of frame paths.
             boxes: a detection JSON file (DCPose or COCO layout) or what
                 :func:`kpdiff.data.detections.read_detections` returns.
-            workdir: where a video file's frames are decoded. Default: a temporary folder.
         """
+        streamed = None
         if isinstance(video, str | Path):
-            frames = list_frames(video, workdir)
-            name = Path(video).name if Path(video).is_dir() else Path(video).stem
+            name, frames, streamed = _open_video(video)
         else:
             frames = [Path(p) for p in video]
             if not frames:
@@ -223,13 +210,15 @@ class VideoPredictor:
         annotation = VideoAnnotation(
             name,
             [
-                FrameAnnotation(image_path=str(p.resolve()), frame_index=i, image_id=i)
+                FrameAnnotation(
+                    image_path=str(p if streamed else p.resolve()), frame_index=i, image_id=i
+                )
                 for i, p in enumerate(frames)
             ],
         )
         dataset = TopDownClipDataset.from_videos(
             [annotation], "/", detections=boxes, key_frames="all",
-            schema=self.schema, config=self.clip_config,
+            schema=self.schema, config=self.clip_config, frames=streamed,
         )  # fmt: skip
         device = next(self.model.parameters()).device
         generator = torch.Generator(device=device).manual_seed(self.seed)
@@ -245,7 +234,11 @@ class VideoPredictor:
         for p in persons:
             p.pop("gt", None)
         _track(persons, len(frames), dataclasses.replace(self._tracker))  # fresh state
-        return VideoPrediction(name=name, frames=frames, persons=persons, schema=self.schema)
+        return VideoPrediction(
+            name=name, frames=frames, persons=persons, schema=self.schema,
+            video_file=streamed.video.path if streamed else None,
+            fps=streamed.video.fps if streamed else 10.0,
+        )  # fmt: skip
 
     def _usable_boxes(
         self,
@@ -321,57 +314,54 @@ def render_video(
     path: str | Path,
     *,
     min_score: float = 0.2,
-    fps: float = 10.0,
+    fps: float | None = None,
     max_width: int = 640,
 ) -> Path:
-    """Draw skeletons on the frames and write a GIF (``.gif``) or an MP4 (``.mp4``) atomically.
+    """Draw skeletons on the frames and write a GIF (``.gif``) or an H.264 MP4 (``.mp4``, plays
+    in browsers), atomically.
 
     Joints with a score below ``min_score`` are not drawn; a joint's circle grows with its
-    ensemble spread (uncertainty).
-    """
-    from PIL import Image
+    ensemble spread (uncertainty); colours follow ``track_id``. A video file is decoded again
+    frame by frame (an MP4 is written in bounded memory).
 
+    Args:
+        prediction: what :class:`VideoPredictor` returned.
+        path: the ``.gif`` or ``.mp4`` file.
+        min_score: joints scoring below are not drawn. Default ``0.2``.
+        fps: frames per second. Default ``None``: the video's (``10`` for image folders).
+        max_width: frames wider are scaled down to it. Default ``640``.
+    """
     path = Path(path)
     if path.suffix.lower() not in (".gif", ".mp4"):
         raise KpdiffInputError(f"path: expected a .gif or .mp4 file, got {path}")
     by_frame: dict[int, list[dict[str, Any]]] = {}
     for p in prediction.persons:
         by_frame.setdefault(int(p["frame_index"]), []).append(p)
-    images = []
-    for i, frame in enumerate(prediction.frames):
-        image = read_frame(frame)
-        if persons := by_frame.get(i, []):
-            image = draw_poses(
-                image,
-                np.stack([p["keypoints"] for p in persons]),
-                prediction.schema,
-                spread=np.stack([p.get("spread", np.zeros(len(p["keypoints"]))) for p in persons]),
-                track_ids=[int(p.get("track_id", 0)) for p in persons],
-                min_score=min_score,
-                copy=False,
-            )
-        scale = min(1.0, max_width / image.shape[1])
-        if scale < 1.0:
-            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        images.append(image)
-    with atomic_path(path) as tmp:
-        if path.suffix.lower() == ".gif":
-            pil = [Image.fromarray(cv2.cvtColor(im, cv2.COLOR_BGR2RGB)) for im in images]
-            pil[0].save(
-                tmp, format="GIF", save_all=True, append_images=pil[1:],
-                duration=int(1000 / fps), loop=0,
-            )  # fmt: skip
-        else:
-            h, w = images[0].shape[:2]
-            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-            if not writer.isOpened():  # else OpenCV silently writes nothing
-                raise KpdiffInputError(
-                    f"path: OpenCV cannot write {path} (no mp4v encoder); write a .gif instead"
+    if prediction.video_file is not None:
+        source: Iterator[np.ndarray] = iter(VideoFile(prediction.video_file))
+    else:
+        source = (read_frame(f) for f in prediction.frames)
+
+    def drawn() -> Iterator[np.ndarray]:
+        for i, image in enumerate(source):
+            if persons := by_frame.get(i, []):
+                image = draw_poses(
+                    image,
+                    np.stack([p["keypoints"] for p in persons]),
+                    prediction.schema,
+                    spread=np.stack(
+                        [p.get("spread", np.zeros(len(p["keypoints"]))) for p in persons]
+                    ),
+                    track_ids=[int(p.get("track_id", 0)) for p in persons],
+                    min_score=min_score,
+                    copy=False,
                 )
-            for im in images:
-                writer.write(im)
-            writer.release()
-    return path
+            scale = min(1.0, max_width / image.shape[1])
+            if scale < 1.0:
+                image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            yield image
+
+    return write_video(drawn(), path, fps=fps or prediction.fps)
 
 
 def save_prediction_json(prediction: VideoPrediction, path: str | Path) -> Path:

@@ -215,6 +215,8 @@ def train(args: argparse.Namespace) -> int:
         arg("--max-clips", type=int, default=None, help="evaluate only this many clips"),
         arg("--schema", default=None,
             help="keypoint schema name (default: the checkpoint's, else posetrack)"),
+        arg("--quiet", "-q", action="store_true",
+            help="no progress bar (there is none either when stderr is not a terminal)"),
     ],
 )  # fmt: skip
 def evaluate_model(args: argparse.Namespace) -> int:
@@ -255,7 +257,7 @@ def _evaluate_model(args: argparse.Namespace, info: Any) -> int:
     grid = [(n, s) for n in args.num_samples for s in args.steps]
     result = run(
         model, dataset, videos, sweep=grid, batch_size=args.batch_size, info=info,
-        max_clips=args.max_clips, schema=schema,
+        max_clips=args.max_clips, schema=schema, progress=False if args.quiet else None,
     )  # fmt: skip
     if result is None:  # not rank 0
         return 0
@@ -292,6 +294,8 @@ def _evaluate_model(args: argparse.Namespace, info: Any) -> int:
             help="skeleton overlay format (default: gif)"),
         arg("--schema", default=None,
             help="keypoint schema name (default: the checkpoint's, else posetrack)"),
+        arg("--quiet", "-q", action="store_true",
+            help="no progress bar (there is none either when stderr is not a terminal)"),
     ],
 )  # fmt: skip
 def predict(args: argparse.Namespace) -> int:
@@ -308,7 +312,7 @@ def predict(args: argparse.Namespace) -> int:
         min_box_score=args.min_box_score,
     )  # fmt: skip
     out = Path(args.out)
-    result = predictor(args.video, args.boxes)
+    result = predictor(args.video, args.boxes, progress=False if args.quiet else None)
     written = [
         result.write_posetrack18(out / f"{result.name}_posetrack18.json"),
         result.write_coco(out / f"{result.name}_coco.json"),

@@ -25,6 +25,7 @@ from kpdiff.data.posetrack import write_posetrack18_predictions
 from kpdiff.data.schemas import KeypointSchema
 from kpdiff.data.structures import FrameAnnotation, PersonAnnotation, VideoAnnotation
 from kpdiff.engine.distributed import DistInfo, all_gather_objects
+from kpdiff.engine.progress import progress as _progress
 from kpdiff.metrics import PCKH_THRESHOLD, PoseTrackAP, head_size, posetrack_ap
 
 __all__ = ["ClipPoseModel", "SweepResult", "evaluate_model", "predictions_to_videos"]
@@ -108,6 +109,7 @@ def evaluate_model(
     max_clips: int | None = None,
     schema: KeypointSchema | None = None,
     autocast_dtype: torch.dtype | None = None,
+    progress: bool | None = False,
 ) -> SweepResult | None:
     """Predict every clip of ``dataset`` for each ``(N, steps)`` and compute the PoseTrack AP.
 
@@ -128,6 +130,8 @@ def evaluate_model(
             whole ground truth, which would count every frame left out as missed. Default: all.
         schema: keypoint schema of the predictions. Default: the dataset's.
         autocast_dtype: run the model under autocast with this dtype (GPU). Default none.
+        progress: a clips/s bar on rank 0 (``None``: when stderr is a terminal). Default
+            ``False`` (training's validation runs inside its own bar).
 
     Returns:
         A :class:`SweepResult` on rank 0, ``None`` on the other ranks.
@@ -149,7 +153,11 @@ def evaluate_model(
     }
     rows: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
     start = time.perf_counter()
-    for batch in loader:
+    bar = _progress(
+        loader, total=len(shard), desc="evaluate", unit="clip", scale=0,
+        enabled=progress if info.is_main else False,
+    )  # fmt: skip
+    for batch in bar:
         clips = batch["clip"].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             cond = model.condition(clips)  # once per clip, for the whole sweep

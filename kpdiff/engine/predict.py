@@ -33,6 +33,7 @@ from kpdiff.data.schemas import KeypointSchema, get_schema
 from kpdiff.data.structures import FrameAnnotation, VideoAnnotation
 from kpdiff.drawing import draw_poses
 from kpdiff.engine.evaluate import _rows, predictions_to_videos
+from kpdiff.engine.progress import progress as _progress
 from kpdiff.errors import KpdiffInputError
 from kpdiff.io import write_json_atomic
 from kpdiff.tracking import IoUTracker
@@ -181,6 +182,8 @@ class VideoPredictor:
         self,
         video: str | Path | Sequence[str | Path],
         boxes: str | Path | Mapping[str | int, np.ndarray],
+        *,
+        progress: bool | None = False,
     ) -> VideoPrediction:
         """Predict every box of every frame.
 
@@ -191,6 +194,8 @@ class VideoPredictor:
             video: a video file, a folder of frames, or the list of frame paths.
             boxes: a detection JSON file (DCPose or COCO layout) or what
                 :func:`kpdiff.data.detections.read_detections` returns.
+            progress: a clips/s bar on stderr (``None``: when stderr is a terminal). Default
+                ``False``.
         """
         streamed = None
         if isinstance(video, str | Path):
@@ -223,7 +228,10 @@ class VideoPredictor:
         device = next(self.model.parameters()).device
         generator = torch.Generator(device=device).manual_seed(self.seed)
         persons: list[dict[str, Any]] = []
-        for batch in DataLoader(dataset, batch_size=self.batch_size, shuffle=False):
+        loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False)
+        for batch in _progress(
+            loader, total=len(dataset), desc=name, unit="clip", scale=0, enabled=progress
+        ):
             result = self.model.predict(
                 batch["clip"].to(device),
                 num_samples=self.num_samples,

@@ -286,3 +286,12 @@ def test_people_are_tracked_across_frames(synthetic, tmp_path):
     (back,) = read_posetrack(result.write_posetrack18(tmp_path / "pred.json"), predictions=True)
     written = sorted(p.track_id for f in back.frames for p in f.persons)
     assert written == sorted(p["track_id"] for p in result.persons)
+
+
+def test_progress_bar_counts_clips(predictor, synthetic, capsys):
+    folder, boxes, result = synthetic
+    predictor(folder, boxes, progress=True)
+    err = capsys.readouterr().err
+    assert f"{len(result.persons)}/{len(result.persons)}" in err and "clip/s" in err
+    predictor(folder, boxes)  # default: no bar
+    assert capsys.readouterr().err == ""

@@ -31,6 +31,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "HeatmapDiffusion",
             "default_scheduler",
         ),
+        "detection": ("PersonDetector",),
         "drawing": ("draw_poses",),
         "encoder": (
             "Backbone",

@@ -278,12 +278,21 @@ def _evaluate_model(args: argparse.Namespace, info: Any) -> int:
 
 @subcommand(
     "predict",
-    help="poses on a video (file or folder of frames) from given person boxes",
+    help="tracked poses on a video (file or folder of frames), boxes from a file or a detector",
     arguments=[
         arg("video", metavar="VIDEO", help="a video file or a folder of frames"),
-        arg("--boxes", required=True, metavar="BOXES.json",
+        arg("--boxes", default=None, metavar="BOXES.json",
             help="person boxes: DCPose (image_name, bbox, score) or COCO detections "
-                 "(image_id = frame index); no detector is bundled"),
+                 "(image_id = frame index); default: run --detector"),
+        arg("--detector", default="fasterrcnn_mobilenet_v3_large_fpn",
+            choices=["fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn",
+                     "fasterrcnn_resnet50_fpn_v2"],
+            help="torchvision person detector when no --boxes (default: "
+                 "fasterrcnn_mobilenet_v3_large_fpn)"),
+        arg("--detector-weights", default=None, metavar="PATH",
+            help="the detector's .pth file (default: torchvision's cache, else its download)"),
+        arg("--detector-score", type=float, default=0.5, metavar="S",
+            help="keep detections scoring at least S (default: 0.5)"),
         arg("--checkpoint", required=True, metavar="DIR", help="a save_pretrained folder"),
         arg("--out", default="outputs/predict", metavar="DIR", help="output folder"),
         arg("--num-samples", "-n", type=int, default=10, help="ensemble size N (default: 10)"),
@@ -299,17 +308,25 @@ def _evaluate_model(args: argparse.Namespace, info: Any) -> int:
     ],
 )  # fmt: skip
 def predict(args: argparse.Namespace) -> int:
-    """``kpdiff predict VIDEO --boxes BOXES.json --checkpoint DIR [--out DIR]``."""
+    """``kpdiff predict VIDEO --checkpoint DIR [--boxes BOXES.json] [--out DIR]``."""
     from pathlib import Path
 
+    from kpdiff.detection import PersonDetector
     from kpdiff.diffpose import DiffPose
     from kpdiff.engine.predict import VideoPredictor, render_video, save_prediction_json
 
     _output_folder("--out", args.out)
+    if args.boxes is not None and not Path(args.boxes).is_file():
+        raise KpdiffInputError(f"--boxes: {args.boxes} does not exist")
     model = DiffPose.from_pretrained(args.checkpoint)
+    detector = None
+    if args.boxes is None:
+        detector = PersonDetector(
+            args.detector, args.detector_weights, min_score=args.detector_score
+        )
     predictor = VideoPredictor(
         model, num_samples=args.num_samples, steps=args.steps, schema=args.schema,
-        min_box_score=args.min_box_score,
+        min_box_score=args.min_box_score, detector=detector,
     )  # fmt: skip
     out = Path(args.out)
     result = predictor(args.video, args.boxes, progress=False if args.quiet else None)

@@ -31,6 +31,7 @@ from kpdiff.data.detections import DEFAULT_MIN_SCORE, image_key, read_detections
 from kpdiff.data.posetrack import write_posetrack18_predictions
 from kpdiff.data.schemas import KeypointSchema, get_schema
 from kpdiff.data.structures import FrameAnnotation, VideoAnnotation
+from kpdiff.detection import PersonDetector
 from kpdiff.drawing import draw_poses
 from kpdiff.engine.evaluate import _rows, predictions_to_videos
 from kpdiff.engine.progress import progress as _progress
@@ -141,6 +142,8 @@ class VideoPredictor:
         edge: neighbour frames beyond the video's ends: ``"clamp"`` or ``"repeat"``.
         tracker: links people across frames into ``track_id``s; a fresh copy of it runs on each
             video. Default: :class:`~kpdiff.tracking.IoUTracker` ``()``.
+        detector: finds the person boxes when a call gives none
+            (:class:`~kpdiff.detection.PersonDetector`). Default ``None``: boxes must be given.
     """
 
     def __init__(
@@ -155,6 +158,7 @@ class VideoPredictor:
         min_box_score: float = DEFAULT_MIN_SCORE,
         edge: str = "clamp",
         tracker: IoUTracker | None = None,
+        detector: PersonDetector | None = None,
     ) -> None:
         if (
             isinstance(min_box_score, bool)
@@ -165,6 +169,7 @@ class VideoPredictor:
                 f"min_box_score: expected a finite number, got {min_box_score!r}"
             )
         self._tracker = tracker or IoUTracker()
+        self.detector = detector
         self.model = model.eval()
         self.num_samples, self.steps = num_samples, steps
         self.batch_size, self.seed = batch_size, seed
@@ -181,7 +186,7 @@ class VideoPredictor:
     def __call__(
         self,
         video: str | Path | Sequence[str | Path],
-        boxes: str | Path | Mapping[str | int, np.ndarray],
+        boxes: str | Path | Mapping[str | int, np.ndarray] | None = None,
         *,
         progress: bool | None = False,
     ) -> VideoPrediction:
@@ -192,8 +197,9 @@ class VideoPredictor:
 
         Args:
             video: a video file, a folder of frames, or the list of frame paths.
-            boxes: a detection JSON file (DCPose or COCO layout) or what
-                :func:`kpdiff.data.detections.read_detections` returns.
+            boxes: a detection JSON file (DCPose or COCO layout), or what
+                :func:`kpdiff.data.detections.read_detections` returns. Default ``None``: the
+                predictor's ``detector`` finds them.
             progress: a clips/s bar on stderr (``None``: when stderr is a terminal). Default
                 ``False``.
         """
@@ -206,6 +212,23 @@ class VideoPredictor:
                 raise KpdiffInputError("video: expected at least one frame, got none")
             name = frames[0].parent.name or "video"
         source = "boxes"
+        if boxes is None:
+            if self.detector is None:
+                raise KpdiffInputError(
+                    "boxes: none given and the predictor has no detector (pass a box file, or "
+                    "VideoPredictor(..., detector=PersonDetector()))"
+                )
+            source = f"detector {self.detector.name}"
+            images = iter(streamed.video) if streamed else (read_frame(p) for p in frames)
+            found = self.detector.detect(
+                _progress(images, total=len(frames), desc="detect", unit="frame", enabled=progress)
+            )
+            boxes = {i: b for i, b in enumerate(found) if len(b)}
+            if not boxes:
+                raise KpdiffInputError(
+                    f"{source}: found no person on the {len(frames)} frames of {name} (score >= "
+                    f"{self.detector.min_score:g})"
+                )
         if isinstance(boxes, str | Path):
             if not Path(boxes).is_file():
                 raise KpdiffInputError(f"boxes: {boxes} does not exist")

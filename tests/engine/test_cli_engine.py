@@ -302,7 +302,7 @@ def test_usage_errors_are_one_line(capsys):
     code, _, err = run(capsys, "train")
     assert_one_line_error(code, err, "train")
     code, _, err = run(capsys, "predict", "video")
-    assert_one_line_error(code, err, "predict", "--boxes")
+    assert_one_line_error(code, err, "predict", "--checkpoint")
 
 
 def test_demo_quick_end_to_end(capsys, tmp_path):

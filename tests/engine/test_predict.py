@@ -295,3 +295,32 @@ def test_progress_bar_counts_clips(predictor, synthetic, capsys):
     assert f"{len(result.persons)}/{len(result.persons)}" in err and "clip/s" in err
     predictor(folder, boxes)  # default: no bar
     assert capsys.readouterr().err == ""
+
+
+def test_video_predictor_uses_the_detector_when_no_boxes(tiny_data, tiny_model_dir):
+    import torch
+
+    from kpdiff.detection import PersonDetector
+
+    class Stub(torch.nn.Module):  # two people standing still, as a detector would see them
+        def forward(self, images):
+            return [
+                {"boxes": torch.tensor([[10.0, 20, 60, 120], [80, 30, 140, 150]]),
+                 "labels": torch.tensor([1, 1]), "scores": torch.tensor([0.6, 0.9])}
+                for _ in images
+            ]  # fmt: skip
+
+    folder = tiny_data / "images" / "val" / "020000_synthetic"
+    model = DiffPose.from_pretrained(tiny_model_dir)
+    predictor = VideoPredictor(
+        model, num_samples=1, steps=1, detector=PersonDetector(model=Stub(), min_score=0.5)
+    )
+    result = predictor(folder)
+    n = len(result.frames)
+    assert len(result.persons) == 2 * n  # both persons on every frame
+    assert sorted({p["track_id"] for p in result.persons}) == [0, 1]  # still, so tracked
+    with pytest.raises(KpdiffInputError, match="no detector"):
+        VideoPredictor(model)(folder)
+    nobody = VideoPredictor(model, detector=PersonDetector(model=Stub(), min_score=0.95))
+    with pytest.raises(KpdiffInputError, match="found no person"):
+        nobody(folder)

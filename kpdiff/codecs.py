@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from kpdiff.errors import KpdiffInputError, check_finite, check_shape
+from kpdiff.errors import KpdiffInputError, check_int, check_number, check_shape, check_sizes
 from kpdiff.kernels import decode_heatmaps, render_heatmaps
 
 __all__ = [
@@ -38,13 +38,21 @@ class GaussianHeatmapCodec:
     """Unnormalised Gaussian heatmaps (peak 1), the target representation of DiffPose and HRNet.
 
     Args:
-        heatmap_size: ``(H, W)`` of the heatmaps. Default ``(64, 48)``.
-        stride: input pixels per heatmap pixel. Default ``4`` (input 256×192).
-        sigma: Gaussian standard deviation in heatmap pixels. Default ``2.0``.
+        heatmap_size: ``(H, W)`` of the heatmaps, two integers ≥ 1 (integral floats such as
+            ``64.0`` are accepted and stored as ints). Default ``(64, 48)``.
+        stride: input pixels per heatmap pixel, a finite number > 0. Default ``4`` (input
+            256×192).
+        sigma: Gaussian standard deviation in heatmap pixels, a finite number > 0. Default
+            ``2.0``.
         refine: sub-pixel refinement in :meth:`decode`: ``"quarter"`` (argmax + a quarter pixel
             toward the larger neighbour, the PoseTrack/HRNet standard; default), ``"dark"``
             (Taylor expansion of the log heatmap, Zhang et al. 2020) or ``"none"`` (plain argmax).
-        dark_kernel: size of the Gaussian blur applied before DARK refinement. Default ``11``.
+        dark_kernel: size of the Gaussian blur applied before DARK refinement, an odd integer
+            ≥ 1. Default ``11``.
+
+    Raises:
+        KpdiffInputError: any option out of range, naming it (e.g.
+            ``"sigma: expected a finite number > 0, got nan"``).
     """
 
     heatmap_size: tuple[int, int] = (64, 48)
@@ -54,22 +62,20 @@ class GaussianHeatmapCodec:
     dark_kernel: int = 11
 
     def __post_init__(self) -> None:
-        if len(self.heatmap_size) != 2 or min(self.heatmap_size) < 1:
+        size = check_sizes("heatmap_size", self.heatmap_size, ("H", "W"))
+        object.__setattr__(self, "heatmap_size", size)
+        for name in ("stride", "sigma"):
+            value = check_number(name, getattr(self, name), low=0.0, low_open=True)
+            if not isinstance(getattr(self, name), int | float):  # numpy or 0-d tensor
+                object.__setattr__(self, name, value)
+        if not isinstance(self.refine, str) or self.refine not in ("none", "quarter", "dark"):
             raise KpdiffInputError(
-                f"heatmap_size: expected (H, W) with H, W >= 1, got {self.heatmap_size}"
+                f"refine: expected 'none', 'quarter' or 'dark', got {self.refine!r:.60}"
             )
-        if self.stride <= 0 or self.sigma <= 0:
-            raise KpdiffInputError(
-                f"stride and sigma must be > 0, got stride={self.stride}, sigma={self.sigma}"
-            )
-        if self.refine not in ("none", "quarter", "dark"):
-            raise KpdiffInputError(
-                f"refine: expected 'none', 'quarter' or 'dark', got {self.refine!r}"
-            )
-        if self.dark_kernel < 1 or self.dark_kernel % 2 == 0:
-            raise KpdiffInputError(
-                f"dark_kernel: expected an odd size >= 1, got {self.dark_kernel}"
-            )
+        kernel = check_int("dark_kernel", self.dark_kernel, low=1)
+        if kernel % 2 == 0:
+            raise KpdiffInputError(f"dark_kernel: expected an odd size >= 1, got {kernel}")
+        object.__setattr__(self, "dark_kernel", kernel)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -91,18 +97,19 @@ class GaussianHeatmapCodec:
         """Render one Gaussian per keypoint.
 
         Args:
-            keypoints: ``[B, K, 2]`` ``(x, y)`` in input pixels.
-            visibility: ``[B, K]``; a joint is rendered where ``visibility > 0``.
+            keypoints: ``[B, K, 2]`` ``(x, y)`` in input pixels, finite, float or integer dtype.
+            visibility: ``[B, K]``, real or bool; a joint is rendered where ``visibility > 0``.
 
         Returns:
             ``heatmaps [B, K, H, W]`` (float32, peak 1 at the sub-pixel keypoint position, zero
             for absent joints) and ``weights [B, K]`` (1 for rendered joints, 0 for absent ones
             and for joints whose Gaussian lies entirely outside the map, i.e. more than 3σ out).
+
+        Raises:
+            KpdiffInputError: wrong shapes or dtypes, NaN/inf keypoints, naming the tensor.
         """
-        sizes = check_shape("keypoints", keypoints, ("B", "K", 2))
-        check_shape("visibility", visibility, ("B", "K"), sizes)
-        check_finite("keypoints", keypoints)
-        # One implementation: the torch reference in kpdiff.kernels, or its fused CUDA kernel.
+        # One implementation: the torch reference in kpdiff.kernels, or its fused CUDA kernel;
+        # render_heatmaps checks shapes, dtypes and finite values under the same names.
         return render_heatmaps(
             keypoints, visibility, heatmap_size=self.heatmap_size, stride=self.stride,
             sigma=self.sigma,
@@ -112,15 +119,20 @@ class GaussianHeatmapCodec:
         """Keypoints from heatmaps by argmax plus the configured sub-pixel refinement.
 
         Args:
-            heatmaps: ``[B, K, H, W]`` with ``(H, W) == heatmap_size``.
+            heatmaps: ``[B, K, H, W]`` with ``(H, W) == heatmap_size`` (``B``, ``K`` may be 0),
+                floating point, finite.
 
         Returns:
             ``keypoints [B, K, 2]`` in input pixels and ``maxvals [B, K]`` (the heatmap maximum,
-            the usual joint confidence).
+            the usual joint confidence), float32.
+
+        Raises:
+            KpdiffInputError: a wrong shape or dtype, NaN/inf values (see
+                :func:`kpdiff.kernels.decode_heatmaps`).
         """
         h, w = self.heatmap_size
         check_shape("heatmaps", heatmaps, (None, None, h, w))
-        check_finite("heatmaps", heatmaps)
+        # decode_heatmaps checks the dtype and that the values are finite.
         # Argmax + quarter pixel: kpdiff.kernels (torch reference, or a fused CUDA kernel).
         keypoints, maxvals = decode_heatmaps(
             heatmaps, stride=self.stride, refine="none" if self.refine == "none" else "quarter"
@@ -163,7 +175,8 @@ def _dark_offset(hm: torch.Tensor, idx: torch.Tensor, kernel: int, sigma: float)
     blurred = F.conv2d(F.pad(x, (radius, radius, 0, 0)), g.view(1, 1, 1, -1))
     blurred = F.conv2d(F.pad(blurred, (0, 0, radius, radius)), g.view(1, 1, -1, 1))
     peak = x.amax(dim=(-2, -1), keepdim=True)
-    blurred = blurred * peak / blurred.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-10)
+    # The ratio first: blurred · peak overflows float32 for peaks beyond ~1e19.
+    blurred = blurred * (peak / blurred.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-10))
 
     u, v = idx % w, idx // w
     interior = (u >= radius) & (u < w - radius) & (v >= radius) & (v < h - radius)
@@ -190,6 +203,7 @@ def _taylor_offset(logh: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torc
     off_x = -(dyy * dx - dxy * dy) / safe_det
     off_y = -(dxx * dy - dxy * dx) / safe_det
     offset = torch.stack([off_x, off_y], dim=-1).clamp(-1.0, 1.0)
+    ok = ok & torch.isfinite(offset).all(dim=-1)  # overflowing differences: no offset
     return torch.where(ok.unsqueeze(-1), offset, torch.zeros_like(offset))
 
 
@@ -250,8 +264,7 @@ class SignalRange:
     scale: float = 2.0
 
     def __post_init__(self) -> None:
-        if not self.scale > 0:
-            raise KpdiffInputError(f"scale: expected > 0, got {self.scale}")
+        check_number("scale", self.scale, low=0.0, low_open=True)
 
     def to_signal(self, heatmaps: torch.Tensor) -> torch.Tensor:
         """Heatmap values (``[0, 1]``) → signal values (``[−scale, scale]``), any shape."""

@@ -5,7 +5,7 @@ its ``person`` boxes. The default is Faster R-CNN with a MobileNetV3-Large FPN b
 (``fasterrcnn_mobilenet_v3_large_fpn``: 32.8 box AP on COCO val2017 per torchvision, 4.5
 GFLOPs): the lightest torchvision detector whose people are good enough for pose (the 320-pixel
 variant, 22.8 AP, misses small people). ``fasterrcnn_resnet50_fpn_v2`` (46.7 AP, 280 GFLOPs) is
-the choice on a GPU. The speeds measured on this project's CPU are in docs/video.md.
+the choice on a GPU. Speeds on this project's CPU: docs/tutorials/video.md.
 
 Weights: a local file (``weights=PATH``, the ``.pth`` of torchvision's URL), torchvision's own
 cache (``~/.cache/torch/hub/checkpoints``), or torchvision's download when online; with none of

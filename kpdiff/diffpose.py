@@ -26,7 +26,7 @@ from kpdiff.codecs import GaussianHeatmapCodec, SignalRange
 from kpdiff.decoder import PoseDecoder
 from kpdiff.diffusion import HeatmapDiffusion, default_scheduler
 from kpdiff.encoder import SpatioTemporalEncoder
-from kpdiff.errors import KpdiffInputError, check_shape
+from kpdiff.errors import KpdiffInputError, check_dtype, check_finite, check_shape
 from kpdiff.io import atomic_path, load_safetensors, write_text_atomic
 from kpdiff.sampling import EnsembleResult, EnsembleSampler
 
@@ -320,7 +320,14 @@ class PretrainedMixin(nn.Module):
         try:
             config = DiffPoseConfig.from_dict(data)
             model = cls(config)
-        except (KpdiffInputError, TypeError, ValueError, RuntimeError) as err:
+        except (
+            KpdiffInputError,
+            TypeError,
+            ValueError,
+            RuntimeError,
+            AssertionError,
+            ArithmeticError,
+        ) as err:
             detail = " ".join(str(err).split())[:300]
             raise KpdiffInputError(f"from_pretrained: {file}: {detail}") from None
         state = load_safetensors(directory / WEIGHTS_NAME, device=str(map_location), finite=True)
@@ -342,6 +349,9 @@ class PretrainedMixin(nn.Module):
             )
         model.load_state_dict(state)
         return model.to(map_location)
+
+
+_CLIP_MAX_ABS = 1e4  # normalised images are O(1); far larger values overflow LayerNorm to NaN
 
 
 class DiffPose(PretrainedMixin):
@@ -379,8 +389,26 @@ class DiffPose(PretrainedMixin):
 
     def condition(self, clips: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The step-invariant condition, once per clip: ``clips [B, 2δ+1, 3, H, W]`` → the
-        decoder's pyramid (𝔽ʲ of 𝔽 = encoder(clips)). Reuse it across N and ``steps``."""
-        return self.decoder.prepare(self.encoder(clips))
+        decoder's pyramid (𝔽ʲ of 𝔽 = encoder(clips)). Reuse it across N and ``steps``.
+
+        ``clips`` are checked as in :meth:`predict` (shape, B ≥ 1, normalised float images,
+        finite, ``|x| <= 1e4``; float64 / float16 / bfloat16 are cast to the model's dtype).
+        """
+        return self.decoder.prepare(self.encoder(self._check_clips(clips)))
+
+    def _check_clips(self, clips: torch.Tensor) -> torch.Tensor:
+        """``clips`` checked and cast to the model's dtype; raises :class:`KpdiffInputError`."""
+        self.encoder.check_clips(clips)
+        if clips.shape[0] < 1:
+            raise KpdiffInputError(f"clips: expected B >= 1 clips, got {list(clips.shape)}")
+        check_dtype("clips", clips, hint=" of normalised images (e.g. uint8 / 255, then mean/std)")
+        param = next(self.parameters())
+        if clips.device != param.device:
+            raise KpdiffInputError(
+                f"clips: expected a tensor on the model's device {param.device}, got {clips.device}"
+            )
+        check_finite("clips", clips, max_abs=_CLIP_MAX_ABS)
+        return clips.to(param.dtype)
 
     def denoise(
         self, x_t: torch.Tensor, t: torch.Tensor, cond: tuple[torch.Tensor, ...]
@@ -397,12 +425,19 @@ class DiffPose(PretrainedMixin):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """x₀-prediction loss: ``clips [B, T, 3, H, W]``, target ``heatmaps [B, K, H/4, W/4]``
-        in ``[0, 1]`` (key frame), ``weights [B, K]`` (default ones) → scalar."""
-        self.encoder.check_clips(clips)
+        in ``[0, 1]`` (key frame), ``weights [B, K]`` (default ones, finite, ≥ 0) → scalar.
+
+        ``clips`` as in :meth:`predict`; bad input raises :class:`KpdiffInputError` naming it
+        (see :meth:`HeatmapDiffusion.loss` for ``heatmaps`` and ``weights``).
+        """
+        clips = self._check_clips(clips)
         self._check_heatmaps(heatmaps, clips.shape[0])
+        # The condition comes from checked clips: not re-checked (an fp16 overflow in the
+        # encoder is the training loop's to handle, see HeatmapDiffusion.loss's check_cond).
+        cond = self.decoder.prepare(self.encoder(clips))
         return self.diffusion.loss(
-            self.denoise, heatmaps, self.condition(clips), weights, generator=generator,
-            t_power=self.config.t_power, self_align=self.config.self_align,
+            self.denoise, heatmaps, cond, weights, generator=generator,
+            t_power=self.config.t_power, self_align=self.config.self_align, check_cond=False,
         )  # fmt: skip
 
     @torch.no_grad()
@@ -418,20 +453,72 @@ class DiffPose(PretrainedMixin):
     ) -> EnsembleResult:
         """Keypoints of the key frames: ``keypoints [B, K, 2]`` (crop pixels), ``scores``,
         ``spread [B, K]``, ``heatmaps [B, K, H/4, W/4]``. N and ``steps`` default to the
-        config's (10, 4); pass ``cond`` (from :meth:`condition`) to skip the encoder."""
+        config's (10, 4); pass ``cond`` (from :meth:`condition`) to skip the encoder.
+
+        Args:
+            clips: ``[B, 2δ+1, 3, H, W]`` normalised float images (B ≥ 1, finite,
+                ``|x| <= 1e4``: larger values overflow the encoder's normalisation) on the
+                model's device. float64, float16 and bfloat16 clips are cast to the model's
+                dtype; uint8, bool and integer clips are refused (normalise them first: the
+                model expects float images, e.g. ``uint8 / 255`` then mean/std).
+            num_samples: N ≥ 1. Default: the config's.
+            steps: DDIM steps ≥ 1. Default: the config's.
+            generator: a ``torch.Generator``. Default: the global RNG.
+            cond: the tuple from :meth:`condition` (finite float tensors with the shapes
+                ``condition`` gives). With both ``clips`` and ``cond``, ``cond`` is used and
+                must be for the same B clips (its batch size must equal ``clips``').
+            keep_hypotheses: also return the N heatmaps. Default ``False``.
+
+        Raises:
+            KpdiffInputError: bad ``clips`` / ``cond`` / options, naming the argument.
+        """
         if cond is None:
             if clips is None:
                 raise KpdiffInputError("predict: expected clips or cond, got neither")
             cond = self.condition(clips)
-        if not isinstance(cond, (tuple, list)) or not cond:
-            raise KpdiffInputError(
-                f"cond: expected the tuple from DiffPose.condition, got {type(cond).__name__}"
-            )
+        else:
+            self._check_cond(cond)
+            if clips is not None:
+                self.encoder.check_clips(clips)
+                if clips.shape[0] != cond[0].shape[0]:
+                    raise KpdiffInputError(
+                        f"cond: batch size {cond[0].shape[0]} does not match clips' "
+                        f"{clips.shape[0]}; cond is used when both are given, so they must "
+                        f"be for the same clips (or pass only one)"
+                    )
         shape = (cond[0].shape[0], self.config.num_keypoints, *self.config.heatmap_size)
         return self.sampler(
             self.denoise, cond, shape, num_samples=num_samples, steps=steps,
             generator=generator, keep_hypotheses=keep_hypotheses,
         )  # fmt: skip
+
+    def _check_cond(self, cond: Any) -> None:
+        """Raise unless ``cond`` has the form :meth:`condition` returns for some B ≥ 1."""
+        n = len(self.decoder.blocks)
+        got = len(cond) if isinstance(cond, (tuple, list)) else None
+        if got not in (n, 2 * n) or not all(isinstance(c, torch.Tensor) for c in cond):
+            found = type(cond).__name__ + ("" if got is None else f" of {got}")
+            raise KpdiffInputError(
+                f"cond: expected the tuple from DiffPose.condition ({2 * n} tensors), got {found}"
+            )
+        h, w = self.encoder.feature_size
+        dims = self.config.decoder_dims
+        sizes: dict[str, int] = {}
+        for i, c in enumerate(cond):
+            f = self.decoder.factors[i % n]
+            want = ("B", dims[f.bit_length() - 1], h * f, w * f)
+            check_shape(f"cond[{i}]", c, want, sizes)
+            check_dtype(f"cond[{i}]", c)
+        if sizes["B"] < 1:
+            raise KpdiffInputError(f"cond: expected B >= 1, got {list(cond[0].shape)}")
+        param = next(self.parameters())
+        for i, c in enumerate(cond):
+            if c.device != param.device:
+                raise KpdiffInputError(
+                    f"cond[{i}]: expected a tensor on the model's device {param.device}, got "
+                    f"{c.device}"
+                )
+            check_finite(f"cond[{i}]", c)
 
     def _check_heatmaps(self, heatmaps: torch.Tensor, batch: int) -> None:
         check_shape(

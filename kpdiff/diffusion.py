@@ -20,7 +20,19 @@ from diffusers import DDIMScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from kpdiff.codecs import SignalRange
-from kpdiff.errors import KpdiffInputError, check_finite, check_shape
+from kpdiff.errors import (
+    KpdiffInputError,
+    check_callable,
+    check_dtype,
+    check_finite,
+    check_finite_tree,
+    check_generator,
+    check_int,
+    check_number,
+    check_range,
+    check_shape,
+    check_sizes,
+)
 from kpdiff.kernels import ddim_step as ddim_update
 
 __all__ = ["Denoiser", "HeatmapDiffusion", "default_scheduler", "device_of"]
@@ -138,16 +150,19 @@ class HeatmapDiffusion:
         Returns:
             x_t, float32, same shape as ``x0``.
         """
+        if not isinstance(x0, torch.Tensor) or x0.dim() < 1:
+            raise KpdiffInputError(f"x0: expected a tensor [B, …], got {_describe(x0)}")
         check_shape("t", t, (x0.shape[0],))
-        if noise.shape != x0.shape:
-            raise KpdiffInputError(
-                f"noise: expected shape {list(x0.shape)} (as x0), got {list(noise.shape)}"
-            )
-        if t.is_floating_point() or int(t.min()) < 0 or int(t.max()) >= self.num_train_timesteps:
-            raise KpdiffInputError(
-                f"t: expected integer timesteps in [0, {self.num_train_timesteps}), got "
-                f"{t.dtype} in [{t.min().item()}, {t.max().item()}]"
-            )
+        check_shape("noise", noise, list(x0.shape))
+        check_dtype("x0", x0, "real")
+        check_dtype("noise", noise, "real")
+        if t.numel() == 0:
+            return torch.empty(x0.shape, device=x0.device, dtype=torch.float32)
+        want = f"t: expected integer timesteps in [0, {self.num_train_timesteps}), got {t.dtype}"
+        if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
+            raise KpdiffInputError(want)
+        if int(t.min()) < 0 or int(t.max()) >= self.num_train_timesteps:
+            raise KpdiffInputError(f"{want} in [{t.min().item()}, {t.max().item()}]")
         abar = self.alphas_cumprod.to(x0.device)[t].view(-1, *([1] * (x0.dim() - 1)))
         return abar.sqrt() * x0.float() + (1 - abar).sqrt() * noise.float()
 
@@ -161,6 +176,7 @@ class HeatmapDiffusion:
         generator: torch.Generator | None = None,
         t_power: float = 1.0,
         self_align: float = 0.0,
+        check_cond: bool = True,
     ) -> torch.Tensor:
         """The x₀-prediction training loss: target-weighted MSE between x̂₀ and the heatmaps.
 
@@ -170,10 +186,13 @@ class HeatmapDiffusion:
 
         Args:
             denoiser: the model, a :class:`Denoiser`.
-            heatmaps: target heatmaps ``[B, K, H, W]`` in ``[0, 1]``.
-            cond: the denoiser's condition for these B samples.
-            weights: per-joint target weights ``[B, K]`` (0 masks a joint). Default: all ones.
-            generator: RNG for t, ε and the self-aligned choice. Default: the global RNG.
+            heatmaps: target heatmaps ``[B, K, H, W]`` (all sizes ≥ 1), floating point, values
+                in ``[0, 1]`` (so finite).
+            cond: the denoiser's condition for these B samples; its tensors must be finite.
+            weights: per-joint target weights ``[B, K]``, finite and ≥ 0 (0 masks a joint),
+                float, integer or bool. Default: all ones.
+            generator: RNG for t, ε and the self-aligned choice, a ``torch.Generator``.
+                Default: the global RNG.
             t_power: t = ⌊T · u^(1/p)⌋ with u ~ U(0, 1): ``1`` is the paper's t ~ U{0 … T−1};
                 ``p > 1`` trains more often at high noise, where x_t tells little and the
                 condition must do the work (density ∝ t^(p−1)). Default ``1.0``.
@@ -183,20 +202,38 @@ class HeatmapDiffusion:
                 2023's DDP). The target stays the ground truth, so the model learns to correct
                 its first guess instead of copying it. Costs one more gradient-free denoiser
                 call per batch when ``> 0``. Default ``0.0``.
+            check_cond: check that ``cond``'s tensors are finite (one device sync). DiffPose
+                passes ``False``: it checks the clips its condition comes from, and a condition
+                that overflows under fp16 autocast is the training loop's to handle (the
+                GradScaler skips the step), not an input error. Default ``True``.
 
         Returns:
-            The scalar loss: ``Σ w_bk · mean_hw (ĥ − h)² / (B·K)``.
+            The scalar loss: ``Σ w_bk · mean_hw (ĥ − h)² / (B·K)``. Its finiteness is not
+            checked: a diverged denoiser gives NaN (the training loop decides what to do).
+
+        Raises:
+            KpdiffInputError: any input above out of its range, naming it, or a denoiser output
+                of the wrong shape.
         """
-        if not t_power > 0 or not 0 <= self_align <= 1:
-            raise KpdiffInputError(
-                f"t_power: expected > 0, got {t_power}; self_align: expected in [0, 1], got "
-                f"{self_align}"
-            )
+        check_callable("denoiser", denoiser, "a callable f(x_t, t, cond) -> x0_hat")
+        t_power = check_number("t_power", t_power, low=0.0, low_open=True)
+        self_align = check_number("self_align", self_align, low=0.0, high=1.0)
+        check_generator("generator", generator)
         sizes = check_shape("heatmaps", heatmaps, ("B", "K", None, None))
-        check_finite("heatmaps", heatmaps)
+        if min(heatmaps.shape) < 1:
+            raise KpdiffInputError(
+                f"heatmaps: expected [B, K, H, W] with all sizes >= 1 (the loss of an empty "
+                f"batch is undefined), got {list(heatmaps.shape)}"
+            )
+        check_dtype("heatmaps", heatmaps)
+        check_range("heatmaps", heatmaps, 0.0, 1.0)
         if weights is None:
             weights = heatmaps.new_ones(heatmaps.shape[:2])
         check_shape("weights", weights, ("B", "K"), sizes)
+        check_dtype("weights", weights, "nocomplex")
+        check_range("weights", weights, 0.0, None)
+        if check_cond:
+            check_finite_tree("cond", cond)
         b = heatmaps.shape[0]
         device = heatmaps.device
         T = self.num_train_timesteps
@@ -212,19 +249,14 @@ class HeatmapDiffusion:
             start = torch.randn(heatmaps.shape, device=device, generator=generator)
             with torch.no_grad():
                 t_max = torch.full((b,), T - 1, device=device, dtype=torch.long)
-                first = (
-                    denoiser(start, t_max, cond)
-                    .float()
-                    .clamp(-self.signal.scale, self.signal.scale)
-                )
+                first = denoiser(start, t_max, cond)
+                check_shape("denoiser output", first, list(heatmaps.shape))
+                first = first.float().clamp(-self.signal.scale, self.signal.scale)
             x0_in = torch.where(chosen.view(-1, 1, 1, 1), first, x0)
         else:
             x0_in = x0
         x0_hat = denoiser(self.q_sample(x0_in, t, noise), t, cond)
-        if x0_hat.shape != heatmaps.shape:
-            raise KpdiffInputError(
-                f"denoiser output: expected shape {list(heatmaps.shape)}, got {list(x0_hat.shape)}"
-            )
+        check_shape("denoiser output", x0_hat, list(heatmaps.shape))
         error = (self.signal.from_signal(x0_hat.float()) - heatmaps.float()).pow(2).mean((2, 3))
         return (error * weights.float()).mean()
 
@@ -281,13 +313,16 @@ class HeatmapDiffusion:
 
         Args:
             denoiser: the model, a :class:`Denoiser`.
-            cond: its condition, batched like ``shape[0]``.
-            shape: ``(B, K, H, W)`` of the heatmaps to generate.
-            steps: number of denoiser evaluations. Default ``4`` (DiffPose).
-            generator: RNG for x_T and any stochastic update. Default: the global RNG.
-            eta: DDIM's η (0 = deterministic DDIM, 1 = DDPM-like); ignored by schedulers without
-                one. Default ``0.0``.
-            noise: x_T to start from, ``[B, K, H, W]`` (overrides ``generator`` for x_T).
+            cond: its condition, batched like ``shape[0]``; its tensors must be finite.
+            shape: ``(B, K, H, W)`` of the heatmaps to generate, four integers ≥ 1.
+            steps: number of denoiser evaluations, an integer in ``[1, T]``. Default ``4``
+                (DiffPose).
+            generator: RNG for x_T and any stochastic update, a ``torch.Generator``. Default:
+                the global RNG.
+            eta: DDIM's η, a finite number ≥ 0 (0 = deterministic DDIM, 1 = DDPM-like); ignored
+                by schedulers without one. Default ``0.0``.
+            noise: x_T to start from, ``[B, K, H, W]``, floating point, finite (overrides
+                ``generator`` for x_T).
             return_intermediates: also return every step's x̂₀. Default ``False``.
             renew: applied to each x̂₀ (signal units, ``[B, K, H, W]``) before the update to the
                 next timestep, never to the returned one; e.g. re-rendering a clean Gaussian at
@@ -299,23 +334,30 @@ class HeatmapDiffusion:
             units ``[0, 1]``, ``[B, K, H, W]`` float32. With ``return_intermediates``, also the
             list of all ``steps`` x̂₀ predictions in heatmap units, first to last (the last one
             is the returned sample).
+
+        Raises:
+            KpdiffInputError: any input above out of its range, naming it; a denoiser (or
+                ``renew``) output of the wrong shape or with NaN/inf values (named ``"denoiser
+                output"``, with the step), instead of returning NaN.
         """
-        if not isinstance(steps, int) or steps < 1:
-            raise KpdiffInputError(f"steps: expected an integer >= 1, got {steps!r}")
+        check_callable("denoiser", denoiser, "a callable f(x_t, t, cond) -> x0_hat")
+        steps = check_int("steps", steps, low=1)
         if steps > self.num_train_timesteps:
             raise KpdiffInputError(
                 f"steps: expected at most T = {self.num_train_timesteps}, got {steps}"
             )
-        if eta < 0:
-            raise KpdiffInputError(f"eta: expected >= 0, got {eta}")
-        shape = tuple(int(s) for s in shape)
-        if len(shape) != 4 or min(shape) < 1:
-            raise KpdiffInputError(f"shape: expected (B, K, H, W) with sizes >= 1, got {shape}")
+        eta = check_number("eta", eta, low=0.0)
+        shape = check_sizes("shape", shape, ("B", "K", "H", "W"))
+        check_generator("generator", generator)
+        if renew is not None:
+            check_callable("renew", renew, "a callable f(x0_hat) -> x0_hat or None")
+        check_finite_tree("cond", cond)
         device = device_of(cond)
         if noise is None:
             x = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
         else:
             check_shape("noise", noise, shape)
+            check_dtype("noise", noise)
             check_finite("noise", noise)
             x = noise.to(device=device, dtype=torch.float32)
 
@@ -331,22 +373,30 @@ class HeatmapDiffusion:
         timesteps = scheduler.timesteps
         for i, t in enumerate(timesteps):
             t_batch = torch.full((shape[0],), int(t), device=device, dtype=torch.long)
-            x0_hat = denoiser(x, t_batch, cond)
-            if x0_hat.shape != x.shape:
-                raise KpdiffInputError(
-                    f"denoiser output: expected shape {list(x.shape)}, got {list(x0_hat.shape)}"
-                )
-            x0_hat = x0_hat.float()
+            x0_hat = _checked_output(
+                "denoiser output", denoiser(x, t_batch, cond), x.shape, i, len(timesteps), t
+            )
             if return_intermediates:
                 intermediates.append(self._to_heatmaps(x0_hat))
             if i + 1 == len(timesteps):
                 break  # the last x̂₀ is the answer: no update after it
             if renew is not None:
-                x0_hat = renew(x0_hat).float()
+                x0_hat = _checked_output("renew output", renew(x0_hat), x.shape, i, steps, t)
             if isinstance(scheduler, DDIMScheduler):
-                x = self.ddim_step(
-                    x, x0_hat, t=int(t), t_prev=int(timesteps[i + 1]), eta=eta, generator=generator
-                )
+                try:
+                    x = self.ddim_step(
+                        x, x0_hat, t=int(t), t_prev=int(timesteps[i + 1]), eta=eta,
+                        generator=generator,
+                    )  # fmt: skip
+                except KpdiffInputError as err:  # x_t, x0_hat are ours: name the user's inputs
+                    if not str(err).startswith("x_t, x0_hat:"):
+                        raise
+                    raise KpdiffInputError(
+                        f"noise, denoiser output: the DDIM update at step {i + 1} of "
+                        f"{len(timesteps)} (t = {int(t)}) overflows float32; expected noise ~ "
+                        f"N(0, I) and a denoiser output in signal units (about ±"
+                        f"{self.signal.scale:g})"
+                    ) from None
             else:
                 x = scheduler.step(x0_hat, t, x, **step_kwargs).prev_sample.float()
         final = self._to_heatmaps(x0_hat)
@@ -374,15 +424,22 @@ class HeatmapDiffusion:
             x_prev = √ᾱ_prev · clip(x̂₀) + √(1 − ᾱ_prev − σ²) · ε̂ + σ · z
 
         Args:
-            x_t: the current latent ``[B, K, H, W]`` (float32).
-            x0_hat: the denoiser's x̂₀ at t, same shape.
+            x_t: the current latent ``[B, K, H, W]`` (float32), finite.
+            x0_hat: the denoiser's x̂₀ at t, same shape, finite.
             t: current timestep; t_prev: the next one (< t); −1 means the end (ᾱ = 1).
-            eta: η. Default ``0.0``.
+            eta: η, a finite number ≥ 0. Default ``0.0``.
             generator: RNG for z when η > 0.
 
         Returns:
             x_{t_prev}, float32, same shape.
+
+        Raises:
+            KpdiffInputError: timesteps out of ``[-1, T)`` or not ordered, or what
+                :func:`kpdiff.kernels.ddim_step` refuses.
         """
+        T = self.num_train_timesteps
+        t = check_int("t", t, low=0, high=T - 1)
+        t_prev = check_int("t_prev", t_prev, low=-1, high=t - 1)
         abar = self.alphas_cumprod
         a_t = abar[t].item()
         a_prev = abar[t_prev].item() if t_prev >= 0 else 1.0
@@ -393,6 +450,26 @@ class HeatmapDiffusion:
     def _to_heatmaps(self, x0_hat: torch.Tensor) -> torch.Tensor:
         """x̂₀ in signal units, clipped to ``[-scale, scale]``, → heatmap units ``[0, 1]``."""
         return self.signal.from_signal(x0_hat.clamp(-self.signal.scale, self.signal.scale))
+
+
+def _checked_output(
+    name: str, out: Any, shape: tuple[int, ...] | torch.Size, i: int, steps: int, t: Any
+) -> torch.Tensor:
+    """``out`` as float32 after checking it is a real tensor of ``shape`` with finite values."""
+    check_shape(name, out, list(shape))
+    check_dtype(name, out, "real")
+    out = out.float()
+    if not bool(torch.isfinite(out).all()):
+        bad = int((~torch.isfinite(out)).sum())
+        raise KpdiffInputError(
+            f"{name}: expected finite values, got {bad} NaN/inf entries at step {i + 1} of "
+            f"{steps} (t = {int(t)}); check the model (weights, dtype overflow) and its inputs"
+        )
+    return out
+
+
+def _describe(x: Any) -> str:
+    return f"shape {list(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
 
 
 def device_of(cond: Any) -> torch.device:

@@ -33,7 +33,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from kpdiff.errors import KpdiffInputError, check_shape
-from kpdiff.kernels import lookup_mask
+from kpdiff.kernels import _lookup_unchecked
 
 __all__ = [
     "ConvMixer",
@@ -43,6 +43,16 @@ __all__ = [
     "ScaleFusion",
     "TokenMixer",
 ]
+
+
+def lookup_mask(xbar: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
+    """:func:`kpdiff.kernels.lookup_mask` (the same dispatch) without its input checks.
+
+    The blocks call it at every step on activations, not user input: no device sync for a
+    finiteness check, and an fp16 overflow under autocast is left to the training loop.
+    """
+    return _lookup_unchecked(xbar, feat, concat=False)
+
 
 Mixer = Literal["transformer", "conv"]
 Fusion = Literal["sum", "concat"]

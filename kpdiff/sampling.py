@@ -16,11 +16,21 @@ from torch.utils._pytree import tree_map
 
 from kpdiff.codecs import GaussianHeatmapCodec
 from kpdiff.diffusion import Denoiser, HeatmapDiffusion, device_of
-from kpdiff.errors import KpdiffInputError
+from kpdiff.errors import (
+    KpdiffInputError,
+    check_dtype,
+    check_finite,
+    check_generator,
+    check_int,
+    check_number,
+    check_shape,
+    check_sizes,
+)
 
 __all__ = ["EnsembleResult", "EnsembleSampler", "repeat_cond"]
 
 Aggregate = Literal["mean", "median"]
+_F32_MAX = float(torch.finfo(torch.float32).max)
 
 
 @dataclass
@@ -72,13 +82,16 @@ class EnsembleSampler:
             N heatmaps — for even N the lower of the two middle values).
         chunk_size: at most this many hypotheses run at once (bounds memory to
             ``chunk_size · B`` samples); ``None`` runs all N together. Default ``None``.
-        eta: DDIM's η. Default ``0.0``.
+        eta: DDIM's η, a finite number ≥ 0. Default ``0.0``.
         renew: between steps, replace each hypothesis' x̂₀ by clean Gaussians rendered at its
             decoded joints, with the decoded peak height (the analogue of DiffusionDet's box
             renewal): the next step then sees an x_t like those of training instead of a
             blurred average. No effect with one step. Default ``False``.
 
     ``num_samples`` and ``steps`` can be overridden per call: no retraining is involved.
+
+    Raises:
+        KpdiffInputError: an option of the wrong type or out of range, naming it.
     """
 
     def __init__(
@@ -93,19 +106,27 @@ class EnsembleSampler:
         eta: float = 0.0,
         renew: bool = False,
     ) -> None:
+        if not isinstance(diffusion, HeatmapDiffusion):
+            raise KpdiffInputError(
+                f"diffusion: expected a HeatmapDiffusion, got {type(diffusion).__name__}"
+            )
+        if codec is not None and not isinstance(codec, GaussianHeatmapCodec):
+            raise KpdiffInputError(
+                f"codec: expected a GaussianHeatmapCodec or None, got {type(codec).__name__}"
+            )
         self.diffusion = diffusion
         self.codec = codec if codec is not None else GaussianHeatmapCodec()
-        _check_positive("num_samples", num_samples)
-        _check_positive("steps", steps)
+        self.num_samples = _check_positive("num_samples", num_samples)
+        self.steps = _check_positive("steps", steps)
         if chunk_size is not None:
-            _check_positive("chunk_size", chunk_size)
-        if aggregate not in ("mean", "median"):
-            raise KpdiffInputError(f"aggregate: expected 'mean' or 'median', got {aggregate!r}")
-        self.num_samples = num_samples
-        self.steps = steps
+            chunk_size = _check_positive("chunk_size", chunk_size)
+        if not isinstance(aggregate, str) or aggregate not in ("mean", "median"):
+            raise KpdiffInputError(f"aggregate: expected 'mean' or 'median', got {aggregate!r:.60}")
+        if not isinstance(renew, bool):
+            raise KpdiffInputError(f"renew: expected True or False, got {renew!r:.60}")
         self.aggregate = aggregate
         self.chunk_size = chunk_size
-        self.eta = eta
+        self.eta = check_number("eta", eta, low=0.0)
         self.renew = renew
 
     def renew_x0(self, x0_hat: torch.Tensor) -> torch.Tensor:
@@ -133,22 +154,28 @@ class EnsembleSampler:
 
         Args:
             denoiser: the model, a :class:`~kpdiff.Denoiser`.
-            cond: its condition for the B inputs (computed once; repeated, not recomputed).
-            shape: ``(B, K, H, W)``; ``(H, W)`` must equal the codec's heatmap size.
-            num_samples: N for this call. Default: the sampler's.
-            steps: steps for this call. Default: the sampler's.
-            generator: RNG; the same seed gives the same result. Default: the global RNG.
+            cond: its condition for the B inputs (computed once; repeated, not recomputed);
+                its tensors must be finite.
+            shape: ``(B, K, H, W)``, integers ≥ 1; ``(H, W)`` must equal the codec's heatmap
+                size.
+            num_samples: N for this call, an integer ≥ 1. Default: the sampler's.
+            steps: steps for this call, an integer ≥ 1. Default: the sampler's.
+            generator: RNG, a ``torch.Generator``; the same seed gives the same result.
+                Default: the global RNG.
             keep_hypotheses: also return the N heatmaps. Default ``False``.
 
         Returns:
             An :class:`EnsembleResult`.
+
+        Raises:
+            KpdiffInputError: an argument out of range, or a denoiser output that is not
+                finite (see :meth:`HeatmapDiffusion.sample`).
         """
-        n = self.num_samples if num_samples is None else num_samples
-        steps = self.steps if steps is None else steps
-        _check_positive("num_samples", n)
-        _check_positive("steps", steps)
-        shape = tuple(int(s) for s in shape)
-        if len(shape) != 4 or tuple(shape[2:]) != tuple(self.codec.heatmap_size):
+        n = _check_positive("num_samples", self.num_samples if num_samples is None else num_samples)
+        steps = _check_positive("steps", self.steps if steps is None else steps)
+        check_generator("generator", generator)
+        shape = check_sizes("shape", shape, ("B", "K", "H", "W"))
+        if tuple(shape[2:]) != tuple(self.codec.heatmap_size):
             raise KpdiffInputError(
                 f"shape: expected (B, K, {self.codec.heatmap_size[0]}, "
                 f"{self.codec.heatmap_size[1]}) to match the codec, got {shape}"
@@ -183,11 +210,26 @@ class EnsembleSampler:
 
         Exposed so that hypotheses produced elsewhere (another sampler, a sweep) are
         aggregated and scored exactly as :meth:`__call__` does.
+
+        Args:
+            hypotheses: ``[N, B, K, H, W]`` heatmaps, N ≥ 1, ``(H, W)`` the codec's size,
+                floating point, finite and within float32's range (``B`` or ``K`` may be 0:
+                empty results).
+            keep_hypotheses: also return them in the result. Default ``False``.
+
+        Raises:
+            KpdiffInputError: a wrong shape or dtype, N = 0 or NaN/inf values.
         """
-        if hypotheses.dim() != 5:
+        h, w = self.codec.heatmap_size
+        check_shape("hypotheses", hypotheses, ("N", "B", "K", h, w))
+        if hypotheses.shape[0] < 1:
             raise KpdiffInputError(
-                f"hypotheses: expected shape [N, B, K, H, W], got {list(hypotheses.shape)}"
+                f"hypotheses: expected N >= 1 hypotheses, got N = 0: {list(hypotheses.shape)}"
             )
+        check_dtype("hypotheses", hypotheses)
+        # decoded as float32: float64 values beyond its range would come back as inf
+        wide = hypotheses.dtype == torch.float64
+        check_finite("hypotheses", hypotheses, max_abs=_F32_MAX if wide else None)
         n, b, k, h, w = hypotheses.shape
         if self.aggregate == "mean":
             heatmaps = hypotheses.mean(dim=0)
@@ -208,6 +250,5 @@ class EnsembleSampler:
         )
 
 
-def _check_positive(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise KpdiffInputError(f"{name}: expected an integer >= 1, got {value!r}")
+def _check_positive(name: str, value: int) -> int:
+    return check_int(name, value, low=1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from kpdiff.errors import KpdiffInputError
+from kpdiff.errors import KpdiffInputError, check_number, check_sizes
 
 __all__ = [
     "ddim_coefficients",
@@ -77,9 +77,12 @@ def ddim_coefficients(
         ``1 − ᾱ_prev − σ_t²`` (≥ 0 in exact arithmetic for η ≤ 1) is clamped at 0.
 
     Raises:
-        KpdiffInputError: ᾱ outside those ranges (diffusers would return NaN or inf).
+        KpdiffInputError: ᾱ outside those ranges (diffusers would return NaN or inf), or η not a
+            finite number ≥ 0.
     """
-    a_t, a_prev = float(alpha_t), float(alpha_prev)
+    eta = check_number("eta", eta, low=0.0)
+    a_t = check_number("alpha_t", alpha_t, low=0.0, high=1.0)
+    a_prev = check_number("alpha_prev", alpha_prev, low=0.0, high=1.0)
     if not (0.0 <= a_t < 1.0 and 0.0 < a_prev <= 1.0 and a_t <= a_prev):
         raise KpdiffInputError(
             f"alpha_t, alpha_prev: expected 0 <= alpha_t <= alpha_prev <= 1, alpha_t < 1 and "
@@ -156,15 +159,22 @@ def render_heatmaps_reference(
     Args:
         keypoints: ``[B, K, 2]`` ``(x, y)`` in input pixels.
         visibility: ``[B, K]``, any dtype.
-        heatmap_size: ``(H, W)``. Default ``(64, 48)``.
-        stride: input pixels per heatmap pixel. Default ``4.0``.
-        sigma: Gaussian std in heatmap pixels. Default ``2.0``.
+        heatmap_size: ``(H, W)``, integers ≥ 1 (integral floats such as ``64.0`` are accepted).
+            Default ``(64, 48)``.
+        stride: input pixels per heatmap pixel, finite and > 0. Default ``4.0``.
+        sigma: Gaussian std in heatmap pixels, finite and > 0. Default ``2.0``.
 
     Returns:
         ``heatmaps [B, K, H, W]`` float32 (peak 1, zero where the weight is 0) and
         ``weights [B, K]`` float32.
+
+    Raises:
+        KpdiffInputError: ``heatmap_size``, ``stride`` or ``sigma`` out of range (the tensors
+            are not checked here: :func:`kpdiff.kernels.render_heatmaps` does).
     """
-    h, w = heatmap_size
+    h, w = check_sizes("heatmap_size", heatmap_size, ("H", "W"))
+    stride = check_number("stride", stride, low=0.0, low_open=True)
+    sigma = check_number("sigma", sigma, low=0.0, low_open=True)
     uv = (keypoints.float() + 0.5) / stride - 0.5
     u, v = uv[..., 0, None, None], uv[..., 1, None, None]
     ys = torch.arange(h, device=keypoints.device, dtype=torch.float32).view(h, 1)
@@ -193,13 +203,14 @@ def decode_heatmaps_reference(
 
     Args:
         heatmaps: ``[B, K, H, W]``, any float dtype (read as float32); finite values.
-        stride: input pixels per heatmap pixel. Default ``4.0``.
+        stride: input pixels per heatmap pixel, finite and > 0. Default ``4.0``.
         refine: ``"quarter"`` (default) or ``"none"``.
 
     Returns:
         ``keypoints [B, K, 2]`` float32 ``(x, y)`` in input pixels and ``maxvals [B, K]``
         float32.
     """
+    stride = check_number("stride", stride, low=0.0, low_open=True)
     h, w = heatmaps.shape[-2:]
     hm = heatmaps.float()
     maxvals, idx = hm.flatten(2).max(dim=-1)

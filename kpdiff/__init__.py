@@ -52,6 +52,11 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "ScaleFusion",
             "TokenMixer",
         ),
+        "pipeline": (
+            "FramePoses",
+            "PersonPose",
+            "PosePipeline",
+        ),
         "regressor": ("HeatmapRegressor",),
         "sampling": (
             "EnsembleResult",

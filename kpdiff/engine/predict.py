@@ -1,9 +1,10 @@
-"""Pose estimation on any video with given person boxes, and what to write from it.
+"""Pose estimation on a whole video, and the files written from it (``kpdiff predict``).
 
-kpdiff bundles no person detector (weights cannot be downloaded here, and any detector's boxes
-will do): boxes come from a JSON file in the DCPose layout (``image_name``, ``bbox`` xywh,
-``score``) keyed by ``"<video folder>/<frame file>"``, or the COCO detection layout keyed by
-``image_id`` = the frame's index in the video.
+Boxes come from a person detector (:class:`~kpdiff.detection.PersonDetector`) or from a JSON
+file in the DCPose layout (``image_name``, ``bbox`` xywh, ``score``) keyed by
+``"<video folder>/<frame file>"``, or the COCO detection layout keyed by ``image_id`` = the
+frame's index in the video. The poses are those of :class:`~kpdiff.pipeline.PosePipeline`
+(this is its whole-video form, with the checks of a box file and the writers).
 
     predictor = VideoPredictor(DiffPose.from_pretrained("runs/demo/best"))
     result = predictor(frames_or_video, "boxes.json")
@@ -13,7 +14,6 @@ will do): boxes come from a JSON file in the DCPose layout (``image_name``, ``bb
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,20 +23,19 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
-from kpdiff.data.clips import ClipConfig, TopDownClipDataset, read_frame
+from kpdiff.data.clips import read_frame
 from kpdiff.data.detections import DEFAULT_MIN_SCORE, image_key, read_detections
 from kpdiff.data.posetrack import write_posetrack18_predictions
-from kpdiff.data.schemas import KeypointSchema, get_schema
+from kpdiff.data.schemas import KeypointSchema
 from kpdiff.data.structures import FrameAnnotation, VideoAnnotation
 from kpdiff.detection import PersonDetector
 from kpdiff.drawing import draw_poses
-from kpdiff.engine.evaluate import _rows, predictions_to_videos
+from kpdiff.engine.evaluate import predictions_to_videos
 from kpdiff.engine.progress import progress as _progress
 from kpdiff.errors import KpdiffInputError
 from kpdiff.io import write_json_atomic
+from kpdiff.pipeline import PosePipeline
 from kpdiff.tracking import IoUTracker
 from kpdiff.video import StreamedFrames, VideoFile, write_video
 
@@ -160,29 +159,14 @@ class VideoPredictor:
         tracker: IoUTracker | None = None,
         detector: PersonDetector | None = None,
     ) -> None:
-        if (
-            isinstance(min_box_score, bool)
-            or not isinstance(min_box_score, int | float)
-            or (not math.isfinite(min_box_score))
-        ):
-            raise KpdiffInputError(
-                f"min_box_score: expected a finite number, got {min_box_score!r}"
-            )
-        self._tracker = tracker or IoUTracker()
-        self.detector = detector
-        self.model = model.eval()
-        self.num_samples, self.steps = num_samples, steps
-        self.batch_size, self.seed = batch_size, seed
-        self.schema = get_schema(schema or model.config.schema or "posetrack")
-        model.config.check_schema(self.schema)
-        self.clip_config = ClipConfig(
-            delta=model.config.delta,
-            input_size=tuple(model.config.input_size),
-            edge=edge,  # type: ignore[arg-type]
-            min_box_score=min_box_score,
-        )
+        self.pipeline = PosePipeline(
+            model, detector=detector, num_samples=num_samples, steps=steps,
+            batch_size=batch_size, seed=seed, schema=schema, min_box_score=min_box_score,
+            edge=edge, tracker=tracker,
+        )  # fmt: skip
+        self.model, self.schema = self.pipeline.model, self.pipeline.schema
+        self.clip_config, self.detector = self.pipeline.clip_config, detector
 
-    @torch.no_grad()
     def __call__(
         self,
         video: str | Path | Sequence[str | Path],
@@ -192,15 +176,17 @@ class VideoPredictor:
     ) -> VideoPrediction:
         """Predict every box of every frame.
 
-        A video file is decoded as its clips are read (a sliding window of frames, no image
-        written to disk), so any length of video takes bounded memory.
+        Frames are decoded once, as the clips need them (a sliding window of ``2δ + 1``
+        frames, no image written to disk; with a detector, each frame is detected as it is
+        read), so any length of video takes bounded memory. A detector that finds nobody
+        gives an empty prediction and a warning.
 
         Args:
             video: a video file, a folder of frames, or the list of frame paths.
             boxes: a detection JSON file (DCPose or COCO layout), or what
                 :func:`kpdiff.data.detections.read_detections` returns. Default ``None``: the
                 predictor's ``detector`` finds them.
-            progress: a clips/s bar on stderr (``None``: when stderr is a terminal). Default
+            progress: a frames/s bar on stderr (``None``: when stderr is a terminal). Default
                 ``False``.
         """
         streamed = None
@@ -211,60 +197,45 @@ class VideoPredictor:
             if not frames:
                 raise KpdiffInputError("video: expected at least one frame, got none")
             name = frames[0].parent.name or "video"
-        source = "boxes"
-        if boxes is None:
-            if self.detector is None:
-                raise KpdiffInputError(
-                    "boxes: none given and the predictor has no detector (pass a box file, or "
-                    "VideoPredictor(..., detector=PersonDetector()))"
-                )
-            source = f"detector {self.detector.name}"
-            images = iter(streamed.video) if streamed else (read_frame(p) for p in frames)
-            found = self.detector.detect(
-                _progress(images, total=len(frames), desc="detect", unit="frame", enabled=progress)
+        if boxes is None and self.detector is None:
+            raise KpdiffInputError(
+                "boxes: none given and the predictor has no detector (pass a box file, or "
+                "VideoPredictor(..., detector=PersonDetector()))"
             )
-            boxes = {i: b for i, b in enumerate(found) if len(b)}
-            if not boxes:
-                raise KpdiffInputError(
-                    f"{source}: found no person on the {len(frames)} frames of {name} (score >= "
-                    f"{self.detector.min_score:g})"
-                )
-        if isinstance(boxes, str | Path):
-            if not Path(boxes).is_file():
-                raise KpdiffInputError(f"boxes: {boxes} does not exist")
-            source = f"boxes: {boxes}"
-            boxes = read_detections(boxes, min_score=-math.inf)  # counted and filtered below
-        boxes = self._usable_boxes(dict(boxes), frames, name, source)
-        annotation = VideoAnnotation(
-            name,
-            [
-                FrameAnnotation(
-                    image_path=str(p if streamed else p.resolve()), frame_index=i, image_id=i
-                )
-                for i, p in enumerate(frames)
-            ],
-        )
-        dataset = TopDownClipDataset.from_videos(
-            [annotation], "/", detections=boxes, key_frames="all",
-            schema=self.schema, config=self.clip_config, frames=streamed,
+        by_index = None
+        if boxes is not None:
+            source = "boxes"
+            if isinstance(boxes, str | Path):
+                if not Path(boxes).is_file():
+                    raise KpdiffInputError(f"boxes: {boxes} does not exist")
+                source = f"boxes: {boxes}"
+                boxes = read_detections(boxes, min_score=-math.inf)  # counted and filtered below
+            by_index = self._usable_boxes(dict(boxes), frames, name, source)
+        images = streamed.video if streamed else frames
+        posed = _progress(
+            self.pipeline.stream(images, by_index), total=len(frames), desc=name, unit="frame",
+            enabled=progress,
         )  # fmt: skip
-        device = next(self.model.parameters()).device
-        generator = torch.Generator(device=device).manual_seed(self.seed)
-        persons: list[dict[str, Any]] = []
-        loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False)
-        for batch in _progress(
-            loader, total=len(dataset), desc=name, unit="clip", scale=0, enabled=progress
-        ):
-            result = self.model.predict(
-                batch["clip"].to(device),
-                num_samples=self.num_samples,
-                steps=self.steps,
-                generator=generator,
+        persons = [
+            {
+                "video": name,
+                "frame_index": frame.index,
+                "track": p.track_id,
+                "track_id": p.track_id,
+                "box": p.box,
+                "box_score": p.box_score,
+                "keypoints": np.column_stack([p.keypoints, p.scores]),
+                "spread": p.spread,
+            }
+            for frame in posed
+            for p in frame.persons
+        ]
+        if boxes is None and not persons and self.detector is not None:
+            warnings.warn(
+                f"detector {self.detector.name}: found no person on the {len(frames)} frames of "
+                f"{name} (score >= {self.detector.min_score:g}); the prediction is empty",
+                stacklevel=2,
             )
-            persons.extend(_rows(batch, result))
-        for p in persons:
-            p.pop("gt", None)
-        _track(persons, len(frames), dataclasses.replace(self._tracker))  # fresh state
         return VideoPrediction(
             name=name, frames=frames, persons=persons, schema=self.schema,
             video_file=streamed.video.path if streamed else None,
@@ -326,18 +297,6 @@ class VideoPredictor:
                 f"or high (w, h must be > 1)"
             )
         return matched
-
-
-def _track(persons: list[dict[str, Any]], n_frames: int, tracker: IoUTracker) -> None:
-    """Set every person's ``track`` and ``track_id`` (the tracker's id), frame by frame."""
-    by_frame: dict[int, list[dict[str, Any]]] = {}
-    for p in persons:
-        by_frame.setdefault(int(p["frame_index"]), []).append(p)
-    for i in range(n_frames):
-        here = by_frame.get(i, [])
-        boxes = np.array([p["box"] for p in here], np.float64).reshape(-1, 4)
-        for p, tid in zip(here, tracker.update(boxes), strict=True):
-            p["track"] = p["track_id"] = int(tid)
 
 
 def render_video(

@@ -288,11 +288,11 @@ def test_people_are_tracked_across_frames(synthetic, tmp_path):
     assert written == sorted(p["track_id"] for p in result.persons)
 
 
-def test_progress_bar_counts_clips(predictor, synthetic, capsys):
+def test_progress_bar_counts_frames(predictor, synthetic, capsys):
     folder, boxes, result = synthetic
     predictor(folder, boxes, progress=True)
     err = capsys.readouterr().err
-    assert f"{len(result.persons)}/{len(result.persons)}" in err and "clip/s" in err
+    assert f"{len(result.frames)}/{len(result.frames)}" in err and "frame/s" in err
     predictor(folder, boxes)  # default: no bar
     assert capsys.readouterr().err == ""
 
@@ -322,5 +322,8 @@ def test_video_predictor_uses_the_detector_when_no_boxes(tiny_data, tiny_model_d
     with pytest.raises(KpdiffInputError, match="no detector"):
         VideoPredictor(model)(folder)
     nobody = VideoPredictor(model, detector=PersonDetector(model=Stub(), min_score=0.95))
-    with pytest.raises(KpdiffInputError, match="found no person"):
-        nobody(folder)
+    with pytest.warns(UserWarning, match="found no person on the .* the prediction is empty"):
+        empty = nobody(folder)
+    assert empty.persons == [] and len(empty.frames) == n  # empty and valid: files are written
+    (back,) = read_posetrack(empty.write_posetrack18(tiny_data / "empty.json"), predictions=True)
+    assert len(back.frames) == n and not any(f.persons for f in back.frames)

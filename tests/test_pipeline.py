@@ -1,5 +1,5 @@
-"""``PosePipeline``: the same poses as ``VideoPredictor`` whatever the source (folder, array,
-generator), lazily over a long stream, with a detector or given boxes, tracked, plotted."""
+"""``PosePipeline``: the poses of the whole video in one dataset, whatever the source (folder,
+array, generator), lazily over a long stream, with a detector or given boxes, tracked, plotted."""
 
 from __future__ import annotations
 
@@ -9,14 +9,19 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
+from kpdiff.data.clips import ClipConfig, TopDownClipDataset
 from kpdiff.data.detections import read_detections
+from kpdiff.data.structures import FrameAnnotation, VideoAnnotation
 from kpdiff.data.synthetic import SyntheticConfig, build_synthetic_dataset
 from kpdiff.detection import PersonDetector
 from kpdiff.diffpose import DiffPose
+from kpdiff.engine.evaluate import _rows
 from kpdiff.engine.predict import VideoPredictor
 from kpdiff.errors import KpdiffInputError
 from kpdiff.pipeline import FramePoses, PosePipeline
+from kpdiff.tracking import IoUTracker
 
 SETTINGS = {"num_samples": 2, "steps": 1, "batch_size": 4, "seed": 3}
 
@@ -57,17 +62,48 @@ def as_rows(frames: list[FramePoses]) -> list[tuple[int, int, np.ndarray]]:
             for f in frames for p in f.persons]  # fmt: skip
 
 
-def test_same_poses_as_the_video_predictor(pipe, model_dir, video):
+def whole_video(model: DiffPose, folder: Path, box_file: Path) -> list[dict]:
+    """The poses the plain way: every clip of the video in a dataset, batches in order."""
+    frames = sorted(folder.glob("*.jpg"))
+    video = VideoAnnotation(folder.name, [
+        FrameAnnotation(image_path=str(p), frame_index=i, image_id=i) for i, p in enumerate(frames)
+    ])  # fmt: skip
+    config = ClipConfig(delta=model.config.delta, input_size=tuple(model.config.input_size))
+    dataset = TopDownClipDataset.from_videos(
+        [video], "/", detections=box_file, key_frames="all", config=config
+    )
+    generator = torch.Generator().manual_seed(SETTINGS["seed"])
+    rows = []
+    with torch.no_grad():
+        for batch in DataLoader(dataset, batch_size=SETTINGS["batch_size"]):
+            result = model.predict(
+                batch["clip"], num_samples=SETTINGS["num_samples"], steps=SETTINGS["steps"],
+                generator=generator,
+            )  # fmt: skip
+            rows += _rows(batch, result)
+    tracker = IoUTracker()
+    for i in range(len(frames)):
+        here = [r for r in rows if r["frame_index"] == i]
+        ids = tracker.update(np.array([r["box"] for r in here]).reshape(-1, 4))
+        for r, t in zip(here, ids, strict=True):
+            r["track_id"] = int(t)
+    return rows
+
+
+def test_same_poses_as_the_whole_video_in_one_dataset(pipe, model_dir, video):
     folder, box_file = video
-    reference = VideoPredictor(DiffPose.from_pretrained(model_dir), **SETTINGS)(folder, box_file)
+    reference = whole_video(DiffPose.from_pretrained(model_dir), folder, box_file)
     frames = pipe(folder, box_file)
-    assert [f.index for f in frames] == list(range(len(reference.frames)))
+    assert [f.index for f in frames] == list(range(len(sorted(folder.glob("*.jpg")))))
     got = as_rows(frames)
-    assert len(got) == len(reference.persons) > 0
-    for (index, track, values), want in zip(got, reference.persons, strict=True):
+    assert len(got) == len(reference) > 0
+    for (index, track, values), want in zip(got, reference, strict=True):
         assert index == want["frame_index"] and track == want["track_id"]
         expected = np.column_stack([want["keypoints"], want["spread"]])
         np.testing.assert_allclose(values, expected, rtol=0, atol=1e-9)
+    # VideoPredictor (kpdiff predict) is this pipeline over the whole video
+    whole = VideoPredictor(DiffPose.from_pretrained(model_dir), **SETTINGS)(folder, box_file)
+    assert [(p["frame_index"], p["track_id"]) for p in whole.persons] == [(i, t) for i, t, _ in got]
     first = frames[0]
     assert first.image.shape == cv2.imread(str(sorted(folder.glob("*.jpg"))[0])).shape
     person = first.persons[0]
@@ -154,7 +190,7 @@ def test_plot_draws_the_skeletons(pipe, video):
 
 
 def test_bad_sources_and_boxes_are_one_line_errors(pipe, video, tmp_path):
-    folder, box_file = video
+    folder, _ = video
     image = np.zeros((64, 48, 3), np.uint8)
     cases = [
         ((np.zeros((2, 64, 48, 3), np.float32), {}), "source: expected a BGR uint8"),

@@ -284,7 +284,10 @@ class _Run:
         while self.waiting.get(self.next_out) == 0:
             i = self.next_out
             rows = self.rows.pop(i, [])
-            ids = self.tracker.update(np.array([r["box"] for r in rows]).reshape(-1, 4))
+            ids = self.tracker.update(
+                np.array([r["box"] for r in rows]).reshape(-1, 4),
+                np.array([r["box_score"] for r in rows]),
+            )
             persons = [_person(r, int(t)) for r, t in zip(rows, ids, strict=True)]
             del self.waiting[i]
             self.next_out += 1

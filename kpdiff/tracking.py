@@ -6,9 +6,14 @@ optimal assignment (``scipy.optimize.linear_sum_assignment``, the Hungarian meth
 ``1 − IoU``): scipy is already a dependency, the boxes come from the user's detector (there is
 no motion model to fit), and a person missed for a few frames keeps its id.
 
+Two ideas of ByteTrack (Zhang et al., ECCV 2022) keep duplicate and false-positive boxes from
+stealing a person's id: confident boxes are matched first and to the tracks seen on the previous
+frame first, then to older tracks; a box below ``high_score`` may continue a track seen on the
+previous frame but never starts one (it gets an id of its own for this frame only).
+
     tracker = IoUTracker()
-    for boxes in boxes_per_frame:          # [N, 4] xywh per frame, in frame order
-        ids = tracker.update(boxes)        # [N] int64, stable across frames
+    for boxes, scores in per_frame:        # [N, 4] xywh and [N] scores, in frame order
+        ids = tracker.update(boxes, scores)  # [N] int64, stable across frames
 """
 
 from __future__ import annotations
@@ -50,16 +55,21 @@ class IoUTracker:
     """Frame-to-frame association of person boxes by overlap.
 
     Each frame's boxes are assigned to the tracks alive (seen within ``max_missed`` frames) by
-    maximising the total IoU; a pair with IoU below ``min_iou`` is not a match. Unmatched boxes
-    start new tracks (ids 0, 1, 2, … in order of appearance). A track's box is its last match.
+    maximising the total IoU, in stages: boxes scoring ``>= high_score`` to the tracks seen on
+    the previous frame, then to older tracks, then the other boxes to the previous frame's
+    tracks left; a pair with IoU below ``min_iou`` is not a match. Unmatched confident boxes
+    start new tracks (ids 0, 1, 2, … in order of appearance); unmatched other boxes get a new
+    id that no later frame continues. A track's box is its last match.
 
     Args:
         min_iou: smallest IoU of a match. Default ``0.3``.
         max_missed: frames a track survives without a match. Default ``5``.
+        high_score: boxes scoring at least this are confident. Default ``0.5``.
     """
 
     min_iou: float = 0.3
     max_missed: int = 5
+    high_score: float = 0.5
     _tracks: list[_Track] = field(default_factory=list, init=False, repr=False)
     _next: int = field(default=0, init=False, repr=False)
 
@@ -70,29 +80,63 @@ class IoUTracker:
             raise KpdiffInputError(f"max_missed: expected an integer, got {self.max_missed!r}")
         if self.max_missed < 0:
             raise KpdiffInputError(f"max_missed: expected >= 0, got {self.max_missed}")
+        if not isinstance(self.high_score, int | float) or not 0 <= self.high_score <= 1:
+            raise KpdiffInputError(
+                f"high_score: expected a number in [0, 1], got {self.high_score!r}"
+            )
 
-    def update(self, boxes: np.ndarray) -> np.ndarray:
-        """The track ids of one frame's boxes (``[N, 4]`` ``xywh``, finite); returns ``[N]``
-        int64 ids, distinct within the frame. Call once per frame, in frame order (also for a
-        frame without boxes: ``np.zeros((0, 4))``)."""
+    def update(self, boxes: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
+        """The track ids of one frame's boxes; call once per frame, in frame order (also for a
+        frame without boxes: ``np.zeros((0, 4))``).
+
+        Args:
+            boxes: ``[N, 4]`` ``xywh``, finite.
+            scores: ``[N]`` box scores in ``[0, 1]``. Default ``None``: all confident.
+
+        Returns:
+            ``[N]`` int64 ids, distinct within the frame.
+        """
         boxes = np.asarray(boxes, np.float64)
         if boxes.ndim != 2 or boxes.shape[1] != 4 or not np.isfinite(boxes).all():
             raise KpdiffInputError(
                 f"boxes: expected a finite [N, 4] xywh array, got shape {list(boxes.shape)}"
             )
+        scores = np.ones(len(boxes)) if scores is None else np.asarray(scores, np.float64)
+        if scores.shape != (len(boxes),) or not np.isfinite(scores).all():
+            raise KpdiffInputError(
+                f"scores: expected {len(boxes)} finite numbers, got shape {list(scores.shape)}"
+            )
         ids = np.full(len(boxes), -1, np.int64)
-        if self._tracks and len(boxes):
-            iou = box_iou(boxes, np.stack([t.box for t in self._tracks]))
-            rows, cols = linear_sum_assignment(-iou)
-            for r, c in zip(rows, cols, strict=True):
-                if iou[r, c] >= self.min_iou:
-                    track = self._tracks[c]
-                    ids[r], track.box, track.missed = track.id, boxes[r], -1
+        high = scores >= self.high_score
+        recent = np.array([t.missed == 0 for t in self._tracks], bool)
+        used = np.zeros(len(self._tracks), bool)
+        for box_set, track_set in ((high, recent), (high, ~recent), (~high, recent)):
+            self._match(boxes, box_set & (ids < 0), track_set & ~used, ids, used)
         for track in self._tracks:
             track.missed += 1  # matched ones are back at 0
         for r in np.flatnonzero(ids < 0):
             ids[r] = self._next
-            self._tracks.append(_Track(self._next, boxes[r]))
+            if high[r]:
+                self._tracks.append(_Track(self._next, boxes[r]))
             self._next += 1
         self._tracks = [t for t in self._tracks if t.missed <= self.max_missed]
         return ids
+
+    def _match(
+        self,
+        boxes: np.ndarray,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        ids: np.ndarray,
+        used: np.ndarray,
+    ) -> None:
+        """Assign the boxes ``rows`` (a mask) to the tracks ``cols`` (a mask) by total IoU."""
+        r_idx, c_idx = np.flatnonzero(rows), np.flatnonzero(cols)
+        if not len(r_idx) or not len(c_idx):
+            return
+        iou = box_iou(boxes[r_idx], np.stack([self._tracks[c].box for c in c_idx]))
+        for r, c in zip(*linear_sum_assignment(-iou), strict=True):
+            if iou[r, c] >= self.min_iou:
+                track = self._tracks[c_idx[c]]
+                ids[r_idx[r]], track.box, track.missed = track.id, boxes[r_idx[r]], -1
+                used[c_idx[c]] = True

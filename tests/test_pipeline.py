@@ -84,7 +84,8 @@ def whole_video(model: DiffPose, folder: Path, box_file: Path) -> list[dict]:
     tracker = IoUTracker()
     for i in range(len(frames)):
         here = [r for r in rows if r["frame_index"] == i]
-        ids = tracker.update(np.array([r["box"] for r in here]).reshape(-1, 4))
+        boxes = np.array([r["box"] for r in here]).reshape(-1, 4)
+        ids = tracker.update(boxes, np.array([r["box_score"] for r in here]))
         for r, t in zip(here, ids, strict=True):
             r["track_id"] = int(t)
     return rows

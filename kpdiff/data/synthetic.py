@@ -38,6 +38,7 @@ from kpdiff.data.schemas import KeypointSchema, get_schema, register_schema
 from kpdiff.data.structures import FrameAnnotation, PersonAnnotation, VideoAnnotation
 from kpdiff.errors import KpdiffInputError
 from kpdiff.io import write_json_atomic
+from kpdiff.progress import progress
 
 __all__ = [
     "HUMAN_RIG",
@@ -479,6 +480,7 @@ def build_synthetic_dataset(
     *,
     splits: Sequence[str] = ("train", "val"),
     workers: int | None = None,
+    progress: bool | None = None,
 ) -> Path:
     """Render the synthetic dataset into ``root`` (PoseTrack18 layout, see the module doc).
 
@@ -495,6 +497,8 @@ def build_synthetic_dataset(
             ``("train", "val")``.
         workers: render videos in this many processes (the output is the same for any number).
             Default ``None``: the machine's CPU count.
+        progress: a videos/s bar per split on stderr; ``None`` (default): when stderr is a
+            terminal.
 
     Returns:
         ``root`` as a :class:`~pathlib.Path`.
@@ -525,7 +529,7 @@ def build_synthetic_dataset(
     try:
         videos: dict[str, list[str]] = {}
         for split in splits:
-            videos[split] = _build_split(tmp, split, config, kin, workers)
+            videos[split] = _build_split(tmp, split, config, kin, workers, progress)
         manifest = {
             "hash": digest,
             "generator_version": GENERATOR_VERSION,
@@ -572,7 +576,12 @@ def _swap_into_place(tmp: Path, root: Path, digest: str) -> None:
 
 
 def _build_split(
-    out: Path, split: str, cfg: SyntheticConfig, kin: _Kinematics, workers: int
+    out: Path,
+    split: str,
+    cfg: SyntheticConfig,
+    kin: _Kinematics,
+    workers: int,
+    bar: bool | None = None,
 ) -> list[str]:
     """Render every video of one split (``workers`` processes); returns the video names.
 
@@ -593,12 +602,14 @@ def _build_split(
         with context.Pool(min(workers, videos), initializer=_start_worker,
                           initargs=(out, split, code, cfg)) as pool:  # fmt: skip
             chunk = max(1, videos // (8 * workers))
-            results = pool.map(_build_video, range(videos), chunksize=chunk)
+            built = pool.imap(_build_video, range(videos), chunksize=chunk)
+            results = list(progress(built, total=videos, desc=split, unit="video", enabled=bar))
     else:
         global _SPLIT_JOB
         _SPLIT_JOB = (out, split, code, cfg, kin)
         try:
-            results = [_build_video(i) for i in range(videos)]
+            built = (_build_video(i) for i in range(videos))
+            results = list(progress(built, total=videos, desc=split, unit="video", enabled=bar))
         finally:
             _SPLIT_JOB = None
     detections = [box for _, dets in results for box in dets]

@@ -25,8 +25,8 @@ from kpdiff.data.posetrack import write_posetrack18_predictions
 from kpdiff.data.schemas import KeypointSchema
 from kpdiff.data.structures import FrameAnnotation, PersonAnnotation, VideoAnnotation
 from kpdiff.engine.distributed import DistInfo, all_gather_objects
-from kpdiff.engine.progress import progress as _progress
 from kpdiff.metrics import PCKH_THRESHOLD, PoseTrackAP, head_size, posetrack_ap
+from kpdiff.progress import progress as _progress
 
 __all__ = ["ClipPoseModel", "SweepResult", "evaluate_model", "predictions_to_videos"]
 

@@ -32,10 +32,10 @@ from kpdiff.data.structures import FrameAnnotation, VideoAnnotation
 from kpdiff.detection import PersonDetector
 from kpdiff.drawing import draw_poses
 from kpdiff.engine.evaluate import predictions_to_videos
-from kpdiff.engine.progress import progress as _progress
 from kpdiff.errors import KpdiffInputError
 from kpdiff.io import write_json_atomic
 from kpdiff.pipeline import PosePipeline
+from kpdiff.progress import progress as _progress
 from kpdiff.tracking import IoUTracker
 from kpdiff.video import StreamedFrames, VideoFile, write_video
 

@@ -277,3 +277,16 @@ def test_custom_schemas_and_rigs_build_in_process(monkeypatch: pytest.MonkeyPatc
     assert _spawnable(BUSY) and _spawnable(replace(BUSY, schema="quadruped"))
     assert not _spawnable(replace(BUSY, schema=QUADRUPED))  # an object: not rebuilt by name
     assert not _spawnable(replace(BUSY, rig=synthetic.HUMAN_RIG))
+
+
+def test_the_build_shows_a_bar_per_split_only_when_asked(tmp_path: Path, capsys) -> None:
+    config = SyntheticConfig(num_videos=2, frames_per_video=2, seed=3)
+    build_synthetic_dataset(tmp_path / "bar", config, splits=("train", "val"), progress=True)
+    err = capsys.readouterr().err
+    assert "train" in err and "val" in err and "2/2" in err and "video/s" in err
+    build_synthetic_dataset(tmp_path / "quiet", config, splits=("val",), progress=False)
+    assert capsys.readouterr().err == ""
+    assert (
+        _files(tmp_path / "bar")["annotations/val/020000_synthetic.json"]
+        == _files(tmp_path / "quiet")["annotations/val/020000_synthetic.json"]
+    )

@@ -1,4 +1,5 @@
-"""Progress bars (tqdm) for the long commands: on a terminal by default, off in logs and pipes."""
+"""Progress bars (tqdm) for the long jobs (evaluation, prediction, dataset building): on a
+terminal by default, off in logs and pipes."""
 
 from __future__ import annotations
 

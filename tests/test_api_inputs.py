@@ -8,17 +8,21 @@ exactly two ways:
   the argument at fault (``"eta: expected a finite number >= 0, got nan"``), or
 - a result of the right shape whose values are all finite.
 
-``TRIED`` counts the inputs tried per property (nothing is printed). The first part holds one
-regression test per case found by the user study.
+``TRIED`` counts the inputs tried per property and outcome; ``KPDIFF_FUZZ_API_REPORT=FILE``
+writes them as JSON (``benchmarks/fuzz_report.py`` makes docs/robustness.md's table of them).
+The first part holds one regression test per case found by the user study.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,6 +51,14 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 NAN, INF = float("nan"), float("inf")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report():
+    yield
+    target = os.environ.get("KPDIFF_FUZZ_API_REPORT")
+    if target:
+        Path(target).write_text(json.dumps(dict(sorted(TRIED.items())), indent=1) + "\n")
 
 
 def finite_shaped(x: Any, shape: tuple[int, ...]) -> None:

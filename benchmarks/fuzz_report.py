@@ -34,6 +34,7 @@ def main() -> None:
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
+        "KPDIFF_FUZZ_RANDOM": "1",  # new inputs each run (CI replays fixed ones)
         "KPDIFF_FUZZ_EXAMPLES": str(args.examples),
         "KPDIFF_FUZZ_REPORT": str(tmp / "readers.json"),
         "KPDIFF_FUZZ_API_REPORT": str(tmp / "api.json"),

@@ -111,13 +111,20 @@ class DiffPoseConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # types first: a "64" for dim fails here, not in torch
             object.__setattr__(self, f.name, _check_option(f.name, getattr(self, f.name)))
+        # Upper bounds too: a damaged config.json must not make DiffPose allocate without end
+        # (T = 2**64 betas, 2**64 layers) before its weights are compared with the file's.
         for name in _SIZES:
             value = getattr(self, name)
-            if any(v < 1 for v in (value if isinstance(value, tuple) else (value,))):
-                raise KpdiffInputError(f"{name}: expected sizes >= 1, got {value!r}")
-        for name in ("delta", "encoder_depth", "decoder_depth", "eta"):
-            if getattr(self, name) < 0:
-                raise KpdiffInputError(f"{name}: expected >= 0, got {getattr(self, name)!r}")
+            high = _MAX_TIMESTEPS if name == "num_train_timesteps" else _MAX_SIZE
+            if any(not 1 <= v <= high for v in (value if isinstance(value, tuple) else (value,))):
+                raise KpdiffInputError(f"{name}: expected sizes in [1, {high}], got {value!r}")
+        for name in ("delta", "encoder_depth", "decoder_depth"):
+            if not 0 <= getattr(self, name) <= _MAX_SIZE:
+                raise KpdiffInputError(
+                    f"{name}: expected an integer in [0, {_MAX_SIZE}], got {getattr(self, name)!r}"
+                )
+        if self.eta < 0:
+            raise KpdiffInputError(f"eta: expected >= 0, got {self.eta!r}")
         for name in ("mlp_ratio", "signal_scale", "sigma"):
             if not getattr(self, name) > 0:
                 raise KpdiffInputError(f"{name}: expected > 0, got {getattr(self, name)!r}")
@@ -193,6 +200,7 @@ class DiffPoseConfig:
         return cls.from_dict(json.loads(text))
 
 
+_MAX_SIZE, _MAX_TIMESTEPS = 2**14, 10**5  # bounds of any size / depth, and of T
 _SIZES = ("num_keypoints", "input_size", "dim", "encoder_heads", "decoder_dims", "decoder_heads",
           "num_train_timesteps", "num_samples", "steps")  # fmt: skip
 

@@ -48,6 +48,9 @@ TRIED: Counter[str] = Counter()
 FUZZ = settings(
     max_examples=80,
     deadline=None,
+    # CI replays the same inputs (a red run can be rerun and debugged); the exploring runs of
+    # benchmarks/fuzz_report.py set KPDIFF_FUZZ_RANDOM=1 to draw new ones each time.
+    derandomize=os.environ.get("KPDIFF_FUZZ_RANDOM") != "1",
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 NAN, INF = float("nan"), float("inf")

@@ -49,6 +49,19 @@ def test_config_errors():
         DiffPose(MICRO, fusion="max")
     with pytest.raises(KpdiffInputError, match="preset"):
         DiffPose.from_preset("diffpose-xl")
+    # sizes are bounded: a damaged config.json (found by the fuzz suite: T = 2**64 filled
+    # 18 GB computing betas) is refused before anything is allocated
+    for option, value in [
+        ("num_train_timesteps", 2**64),
+        ("dim", 2**64),
+        ("input_size", (2**20, 16)),
+        ("encoder_depth", 2**64),
+        ("delta", -1),
+    ]:
+        with pytest.raises(KpdiffInputError, match=rf"^{option}: expected .*in \[") as err:
+            DiffPoseConfig(**{option: value})
+        assert "\n" not in str(err.value)
+    assert DiffPoseConfig(num_train_timesteps=10**5).num_train_timesteps == 10**5
 
 
 def test_presets_and_overrides():

@@ -42,6 +42,9 @@ EXAMPLES = int(os.environ.get("KPDIFF_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
+    # CI replays the same inputs (a red run can be rerun and debugged); the exploring runs of
+    # benchmarks/fuzz_report.py set KPDIFF_FUZZ_RANDOM=1 to draw new ones each time.
+    derandomize=os.environ.get("KPDIFF_FUZZ_RANDOM") != "1",
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 TOTALS: Counter[tuple[str, str]] = Counter()

@@ -137,7 +137,10 @@ def _flag(v: Any, path: PathLike, where: str, field: str) -> int:
         v = v[0]
     if v is None:
         return 0
-    return int(v) if isinstance(v, bool) else _scalar(v, path, where, field, int)
+    flag = int(v) if isinstance(v, bool) else _scalar(v, path, where, field, int)
+    if flag < 0:  # a negative visibility would count as a joint at its coordinates
+        raise _fail(path, where, field, f"expected a flag >= 0, got {flag}")
+    return flag
 
 
 def _frame_number(name: str) -> int | None:

@@ -309,6 +309,11 @@ def pt17_point(**kw):
          r"point 0: field 'x': expected a finite number"),
         ({"image": [{"name": "v/1.jpg"}], "ignore_regions": [{"pts": []}]},
          r"field 'ignore_regions\[0\]'"),
+        ({"image": [{"name": "v/1.jpg"}],  # found by the fuzz suite: a joint at (1, 2), v = -1
+          "annorect": [{"annopoints": [{"point": [pt17_point(is_visible=-1)]}]}]},
+         r"point 0: field 'is_visible': expected a flag >= 0, got -1"),
+        ({"image": [{"name": "v/1.jpg"}], "is_labeled": [-2], "annorect": []},
+         r"field 'is_labeled': expected a flag >= 0"),
     ],
 )  # fmt: skip
 def test_malformed_posetrack17(tmp_path, entry, message):

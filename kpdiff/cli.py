@@ -344,6 +344,41 @@ def predict(args: argparse.Namespace) -> int:
 
 
 @subcommand(
+    "export",
+    help="export a checkpoint's encoder and decoder step (ONNX, or torch.export) for deployment",
+    arguments=[
+        arg("checkpoint", metavar="CHECKPOINT",
+            help="a folder written by save_pretrained (e.g. RUN/best or RUN/checkpoints/step-…)"),
+        arg("--format", choices=["onnx", "torch-export"], default="onnx", dest="fmt",
+            help="onnx: encoder.onnx + decoder_step.onnx for the numpy sampler "
+                 "(kpdiff.onnx_sampler); torch-export: the same graphs as .pt2 (default: onnx)"),
+        arg("--out", default="outputs/export", metavar="DIR",
+            help="output folder; sampler.json is written last (default: outputs/export)"),
+        arg("--opset", type=int, default=18, help="ONNX opset, >= 17 (default: 18)"),
+    ],
+)  # fmt: skip
+def export(args: argparse.Namespace) -> int:
+    """``kpdiff export CHECKPOINT [--format onnx|torch-export] [--out DIR]``."""
+    from kpdiff.diffpose import DiffPose
+    from kpdiff.export import export_onnx, export_torch
+
+    _output_folder("--out", args.out)
+    if args.opset < 17:
+        raise KpdiffInputError(f"--opset: expected an ONNX opset >= 17, got {args.opset}")
+    model = DiffPose.from_pretrained(args.checkpoint)
+    if args.fmt == "onnx":
+        report = export_onnx(model, args.out, opset=args.opset)
+    else:
+        report = export_torch(model, args.out)
+    errors = ", ".join(f"{g} {e:.1e}" for g, e in report.max_abs_error.items())
+    print(f"exported {args.checkpoint} ({args.fmt}; max |exported − torch| on a test batch: "
+          f"{errors}):")  # fmt: skip
+    for path in report.files:
+        print(f"  {path}")
+    return 0
+
+
+@subcommand(
     "demo",
     help="build the synthetic set, train the small preset on CPU, evaluate N x steps, render",
     arguments=[

@@ -45,7 +45,7 @@ def timestep_embedding(t: torch.Tensor, dim: int, *, max_period: float = 10000.0
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)
     angles = t.float()[:, None] * freqs[None]
     emb = torch.cat([angles.cos(), angles.sin()], dim=-1)
-    return torch.cat([emb, emb.new_zeros(len(t), dim % 2)], dim=-1)
+    return torch.cat([emb, emb.new_zeros(t.shape[0], dim % 2)], dim=-1)
 
 
 class StepRescale(nn.Module):

@@ -30,6 +30,9 @@ from kpdiff.errors import KpdiffInputError, check_dtype, check_finite, check_sha
 from kpdiff.io import atomic_path, load_safetensors, write_text_atomic
 from kpdiff.sampling import EnsembleResult, EnsembleSampler
 
+if typing.TYPE_CHECKING:
+    from kpdiff.hub import ModelCard
+
 __all__ = ["PRESETS", "DiffPose", "DiffPoseConfig", "PretrainedMixin", "build_encoder"]
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
@@ -288,24 +291,96 @@ class PretrainedMixin(nn.Module):
 
     config: DiffPoseConfig
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically)."""
+    def save_pretrained(
+        self,
+        directory: str | Path,
+        *,
+        push_to_hub: bool = False,
+        repo_id: str | None = None,
+        private: bool | None = None,
+        model_card: ModelCard | str | None = None,
+        token: str | bool | None = None,
+    ) -> str | None:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically);
+        with a ``model_card`` or ``push_to_hub``, also a ``README.md`` model card.
+
+        Args:
+            directory: the folder (created when missing).
+            push_to_hub: then upload the folder's three files to the Hub repository
+                ``repo_id`` (created when missing) in one commit. Default ``False``.
+            repo_id: ``"org/name"``; needed with ``push_to_hub``. Default ``None``.
+            private: visibility of a repository created now (``None``: the Hub's default).
+            model_card: a :class:`~kpdiff.hub.ModelCard` (training data, measured AP; e.g.
+                ``ModelCard.from_run("runs/x")``) rendered with the model's config, or the
+                card's full text. Default ``None``: no card for a local save, a card saying
+                "not measured" for a push.
+            token: Hub token (``None``: the one of ``hf auth login``).
+
+        Returns:
+            The commit's URL when pushed, else ``None``.
+        """
         from safetensors.torch import save_file
 
+        from kpdiff.hub import CARD_NAME, ModelCard, is_repo_id, push_folder, render_model_card
+
+        if push_to_hub and not (isinstance(repo_id, str) and is_repo_id(repo_id)):
+            raise KpdiffInputError(
+                f"repo_id: expected a Hub id 'org/name' with push_to_hub=True, got {repo_id!r}"
+            )
+        if model_card is not None and not isinstance(model_card, ModelCard | str):
+            raise KpdiffInputError(
+                f"model_card: expected a kpdiff.hub.ModelCard or the card's text, got "
+                f"{type(model_card).__name__}"
+            )
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         with atomic_path(directory / WEIGHTS_NAME) as tmp:
             save_file(tensors, str(tmp))
         write_text_atomic(directory / CONFIG_NAME, self.config.to_json())
+        if model_card is not None or push_to_hub:
+            text = model_card if isinstance(model_card, str) else render_model_card(
+                self.config, model_card, model_class=type(self).__name__, repo_id=repo_id
+            )  # fmt: skip
+            write_text_atomic(directory / CARD_NAME, text)
+        if not push_to_hub:
+            return None
+        return push_folder(directory, repo_id, private=private, token=token)
 
     @classmethod
     def from_pretrained(
-        cls: type[_M], directory: str | Path, *, map_location: str | torch.device = "cpu"
+        cls: type[_M],
+        directory: str | Path,
+        *,
+        map_location: str | torch.device = "cpu",
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
     ) -> _M:
-        """Load what :meth:`save_pretrained` wrote; missing files or a config that does not
-        match the weights raise :class:`KpdiffInputError`."""
-        directory = Path(directory)
+        """Load what :meth:`save_pretrained` wrote, from a folder or a Hub id.
+
+        Args:
+            directory: a folder, or a Hub id ``"org/name"`` (a string that is not an existing
+                path), downloaded with ``huggingface_hub`` into its cache (see
+                :func:`kpdiff.hub.resolve_pretrained`).
+            map_location: where the weights go. Default ``"cpu"``.
+            revision: branch, tag or commit of a Hub id. Default ``None`` (``main``).
+            cache_dir: the Hub cache. Default ``None``: ``HF_HUB_CACHE``.
+            local_files_only: read only the Hub cache (as ``HF_HUB_OFFLINE=1``). Default
+                ``False``.
+            token: Hub token for private or gated repositories. Default ``None``.
+
+        Raises:
+            KpdiffInputError: missing files, a config that does not match the weights, or a
+                Hub id that cannot be resolved (e.g. offline and not in the cache).
+        """
+        from kpdiff.hub import resolve_pretrained
+
+        directory = resolve_pretrained(
+            directory, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+            token=token,
+        )  # fmt: skip
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (directory / name).is_file():
                 raise KpdiffInputError(f"from_pretrained: {directory / name} does not exist")

@@ -177,6 +177,12 @@ class RuntimeConfig:
         threads: torch intra-op threads on CPU (``0``: torch's default). Default ``0``.
         log_every: steps between progress/metrics lines. Default ``10``.
         progress: show a progress bar. Default ``True``.
+        tensorboard: also log loss, lr, samples/s and validation AP to TensorBoard event files
+            in ``output_dir/tensorboard`` (needs the ``tensorboard`` package; see
+            :mod:`kpdiff.engine.sinks`). Default ``False``.
+        wandb: also log them to Weights & Biases (needs the ``wandb`` package, imported only
+            then). Default ``False``.
+        wandb_project: the W&B project. Default ``"kpdiff"``.
     """
 
     output_dir: str = "runs/default"
@@ -186,6 +192,9 @@ class RuntimeConfig:
     threads: int = 0
     log_every: int = 10
     progress: bool = True
+    tensorboard: bool = False
+    wandb: bool = False
+    wandb_project: str = "kpdiff"
 
 
 @dataclass
@@ -373,6 +382,12 @@ def _check_values(config: ExperimentConfig) -> None:
         value = getattr(getattr(config, section), name)
         if value < 0:
             raise KpdiffInputError(f"{section}.{name}: expected an integer >= 0, got {value}")
+    project = config.runtime.wandb_project
+    if not isinstance(project, str) or not project.strip() or "/" in project or len(project) > 128:
+        raise KpdiffInputError(
+            f"runtime.wandb_project: expected a W&B project name (1-128 characters, no '/'), "
+            f"got {project!r}"
+        )
     optim = config.optim
     _number("optim.lr", optim.lr, low=0, low_open=True)
     _number("optim.weight_decay", optim.weight_decay, low=0)

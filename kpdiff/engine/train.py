@@ -44,6 +44,7 @@ from kpdiff.engine.distributed import (
     mean,
 )
 from kpdiff.engine.evaluate import ClipPoseModel, evaluate_model
+from kpdiff.engine.sinks import MetricSink, check_sinks, open_sinks
 from kpdiff.errors import KpdiffInputError
 from kpdiff.io import load_safetensors, write_text_atomic
 
@@ -155,6 +156,7 @@ def train(
     if not isinstance(config, ExperimentConfig):
         raise KpdiffInputError(f"config: expected an ExperimentConfig, got {type(config).__name__}")
     check_config(config)  # a config built in Python: the checks its YAML file would get
+    check_sinks(config)  # TensorBoard / W&B enabled but not installed: say so before training
     out = Path(config.runtime.output_dir)
     if out.exists() and not out.is_dir():
         raise KpdiffInputError(f"runtime.output_dir: {out} exists and is not a folder")
@@ -253,6 +255,8 @@ def train(
     log = _MetricsLog(out / "metrics.jsonl", enabled=info.is_main)
     # A fresh run starts a new log; a resumed one drops what was logged after its checkpoint.
     log.start(keep_until=counters["step"] if resume else None)
+    if info.is_main:  # TensorBoard / W&B when runtime enables them
+        log.sinks = open_sinks(config, resume_step=counters["step"] if resume else None)
     losses: dict[int, float] = {}
     bar = _Progress(total, enabled=info.is_main and config.runtime.progress)
     bar.update(counters["step"])
@@ -321,6 +325,7 @@ def train(
                 window_start, window_samples = time.perf_counter(), 0
             if stop_after is not None and step >= stop_after:
                 bar.close()
+                log.close()
                 return TrainResult(out, losses, counters["best"], step, _since(start_time))
             if step >= total or counters["batch_in_epoch"] >= per_epoch:
                 break
@@ -351,6 +356,7 @@ def train(
             )
         barrier()
     bar.close()
+    log.close()
     if info.is_main and datasets.val is None:
         save_model(_averaged(model, ema), out / "best")  # no validation: the final model
     return TrainResult(out, losses, counters["best"], counters["step"], _since(start_time))
@@ -385,9 +391,11 @@ def _validate(
         if improved:
             counters["best"] = mean_ap
             save_model(model, out / "best")
+        grid = {f"N{n}_steps{s}": r.columns["Mean"] for (n, s), r in sweep.ap.items()}
         log.write(
             step=counters["step"], epoch=counters["epoch"], val_mean_ap=mean_ap,
-            val_columns=ap.columns, best=counters["best"], eval_seconds=round(sweep.seconds, 2),
+            val_columns=ap.columns, val_grid=grid, best=counters["best"],
+            eval_seconds=round(sweep.seconds, 2),
         )  # fmt: skip
     best = [counters["best"]]
     if info.distributed:
@@ -490,12 +498,14 @@ class _MetricsLog:
     """JSON lines, one object per record, appended and flushed (rank 0 only).
 
     Strict JSON: a NaN or infinite value (a diverged loss, an undefined AP) is written as
-    ``null``, never as ``NaN`` / ``Infinity``, which strict JSON readers reject.
+    ``null``, never as ``NaN`` / ``Infinity``, which strict JSON readers reject. Every record
+    also goes to the ``sinks`` (TensorBoard, W&B: :mod:`kpdiff.engine.sinks`).
     """
 
     def __init__(self, path: Path, *, enabled: bool) -> None:
         self.path = path
         self.enabled = enabled
+        self.sinks: list[MetricSink] = []
 
     def start(self, *, keep_until: int | None) -> None:
         """Start a new log (``None``), or keep only records up to step ``keep_until`` (resume:
@@ -518,8 +528,17 @@ class _MetricsLog:
         if not self.enabled:
             return
         record["time"] = round(time.time(), 3)
+        record = _finite_or_null(record)
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(_finite_or_null(record), allow_nan=False) + "\n")
+            f.write(json.dumps(record, allow_nan=False) + "\n")
+        for sink in self.sinks:
+            sink.write(record)
+
+    def close(self) -> None:
+        """Close the sinks (``metrics.jsonl`` is closed after every record)."""
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
 
 
 def _finite_or_null(value: Any) -> Any:

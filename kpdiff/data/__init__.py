@@ -34,6 +34,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "schemas": (
             "COCO",
             "POSETRACK",
+            "QUADRUPED",
             "KeypointSchema",
             "get_schema",
             "register_schema",
@@ -45,7 +46,6 @@ __all__, __getattr__, __dir__ = lazy_exports(
         ),
         "synthetic": (
             "HUMAN_RIG",
-            "QUADRUPED",
             "QUADRUPED_RIG",
             "FigureRig",
             "Motion",

@@ -1,18 +1,19 @@
 """Keypoint schemas: which points a body has, how they mirror, connect and are evaluated.
 
 A :class:`KeypointSchema` is plain data. kpdiff ships :data:`POSETRACK` (the 17 points of
-PoseTrack18/21 and of DiffPose) and :data:`COCO`; any other body (a hand, a quadruped, a robot
-arm) is one constructor call away, and :func:`register_schema` makes it reachable by name::
+PoseTrack18/21 and of DiffPose), :data:`COCO` and :data:`QUADRUPED` (13 points of a four-legged
+animal, which the synthetic dataset draws); any other body (a hand, a simpler quadruped, a
+robot arm) is one constructor call away, and :func:`register_schema` makes it reachable by name::
 
-    QUADRUPED = KeypointSchema(
-        name="quadruped",
+    DOG = KeypointSchema(
+        name="dog",
         keypoints=("nose", "withers", "tail_base", "lf_paw", "rf_paw", "lh_paw", "rh_paw"),
         flip_pairs=((3, 4), (5, 6)),
         skeleton=((0, 1), (1, 2), (1, 3), (1, 4), (2, 5), (2, 6)),
         eval_groups={"Head": (0,), "Front": (3, 4), "Hind": (5, 6)},
     )
-    register_schema(QUADRUPED)
-    get_schema("quadruped") is QUADRUPED  # True
+    register_schema(DOG)
+    get_schema("dog") is DOG  # True
 
 Indices are 0-based positions in ``keypoints``.
 """
@@ -27,7 +28,7 @@ import numpy as np
 
 from kpdiff.errors import KpdiffInputError
 
-__all__ = ["COCO", "POSETRACK", "KeypointSchema", "get_schema", "register_schema"]
+__all__ = ["COCO", "POSETRACK", "QUADRUPED", "KeypointSchema", "get_schema", "register_schema"]
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,28 @@ COCO = KeypointSchema(
 )
 """MS-COCO person keypoints (17 points, all evaluated)."""
 
-_REGISTRY: dict[str, KeypointSchema] = {"posetrack": POSETRACK, "coco": COCO}
+QUADRUPED = KeypointSchema(
+    name="quadruped",
+    keypoints=(
+        "nose", "forehead", "withers", "tail_base", "tail_tip",
+        "front_left_knee", "front_right_knee", "front_left_paw", "front_right_paw",
+        "hind_left_knee", "hind_right_knee", "hind_left_paw", "hind_right_paw",
+    ),
+    flip_pairs=((5, 6), (7, 8), (9, 10), (11, 12)),
+    skeleton=(
+        (0, 1), (1, 2), (2, 3), (3, 4), (2, 5), (5, 7), (2, 6), (6, 8),
+        (3, 9), (9, 11), (3, 10), (10, 12),
+    ),
+    eval_groups={"Head": (0, 1), "Body": (2, 3, 4), "Front": (5, 6, 7, 8), "Hind": (9, 10, 11, 12)},
+)  # fmt: skip
+"""An example non-human schema: 13 points of a four-legged animal (the synthetic dataset draws it
+with :data:`kpdiff.data.synthetic.QUADRUPED_RIG`)."""
+
+_REGISTRY: dict[str, KeypointSchema] = {
+    "posetrack": POSETRACK,
+    "coco": COCO,
+    "quadruped": QUADRUPED,
+}
 
 
 def register_schema(schema: KeypointSchema, *, overwrite: bool = False) -> KeypointSchema:

@@ -234,7 +234,8 @@ def test_head_scale_scales_head_boxes_only(busy: Path, tmp_path: Path) -> None:
 def test_split_sizes_and_workers_do_not_change_a_split(
     busy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(synthetic, "PARALLEL_MIN_FRAMES", 0)  # spawn workers even for 18 frames
+    # spawn workers even for 18 frames (patched where `_build_split` reads it)
+    monkeypatch.setattr(synthetic.build, "PARALLEL_MIN_FRAMES", 0)
     cfg = replace(BUSY, split_sizes={"train": (6, 3)})
     parallel = build_synthetic_dataset(tmp_path / "p", cfg, splits=("train", "val"), workers=2)
     serial = build_synthetic_dataset(tmp_path / "s", cfg, splits=("train", "val"), workers=1)
@@ -272,7 +273,7 @@ def test_train_and_val_share_no_random_draw(tmp_path: Path) -> None:
 
 
 def test_custom_schemas_and_rigs_build_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kpdiff.data.synthetic import _spawnable
+    from kpdiff.data.synthetic.build import _spawnable
 
     assert _spawnable(BUSY) and _spawnable(replace(BUSY, schema="quadruped"))
     assert not _spawnable(replace(BUSY, schema=QUADRUPED))  # an object: not rebuilt by name

@@ -5,9 +5,9 @@ arguments and returns the exit code. Adding one::
 
     @subcommand("train", help="train a model", arguments=[arg("--config", required=True)])
     def train(args: argparse.Namespace) -> int:
-        from kpdiff.engine import train as run  # heavy imports inside, so --help stays fast
+        from kpdiff.engine import load_config, train as run  # heavy imports inside: fast --help
 
-        run(args.config)
+        run(load_config(args.config))
         return 0
 
 Bad input (:class:`~kpdiff.errors.KpdiffInputError`, an ``OSError`` such as an unwritable output,

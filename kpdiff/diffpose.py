@@ -22,12 +22,13 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from kpdiff.codecs import GaussianHeatmapCodec, SignalRange
-from kpdiff.decoder import PoseDecoder
+from kpdiff.codecs import GaussianHeatmapCodec, Refine, SignalRange
+from kpdiff.decoder import LookupMode, PoseDecoder
 from kpdiff.diffusion import HeatmapDiffusion, default_scheduler
 from kpdiff.encoder import SpatioTemporalEncoder
 from kpdiff.errors import KpdiffInputError, check_dtype, check_finite, check_shape
 from kpdiff.io import atomic_path, load_safetensors, write_text_atomic
+from kpdiff.lookup import Fusion
 from kpdiff.sampling import EnsembleResult, EnsembleSampler
 
 if typing.TYPE_CHECKING:
@@ -97,12 +98,12 @@ class DiffPoseConfig:
     decoder_dims: tuple[int, int, int] = (128, 64, 32)
     decoder_depth: int = 1
     decoder_heads: int = 4
-    lookup: str = "full"
-    fusion: str = "sum"
+    lookup: LookupMode = "full"
+    fusion: Fusion = "sum"
     signal_scale: float = 2.0
     num_train_timesteps: int = 1000
     sigma: float = 2.0
-    refine: str = "quarter"
+    refine: Refine = "quarter"
     num_samples: int = 10
     steps: int = 4
     eta: float = 0.0
@@ -131,12 +132,6 @@ class DiffPoseConfig:
         for name in ("mlp_ratio", "signal_scale", "sigma"):
             if not getattr(self, name) > 0:
                 raise KpdiffInputError(f"{name}: expected > 0, got {getattr(self, name)!r}")
-        if self.lookup not in ("full", "low_res", "none"):
-            raise KpdiffInputError(
-                f"lookup: expected 'full', 'low_res' or 'none', got {self.lookup!r}"
-            )
-        if self.fusion not in ("sum", "concat"):
-            raise KpdiffInputError(f"fusion: expected 'sum' or 'concat', got {self.fusion!r}")
         if self.num_keypoints < 1:
             raise KpdiffInputError(f"num_keypoints: expected >= 1, got {self.num_keypoints}")
         if not self.t_power > 0 or not 0 <= self.self_align <= 1:
@@ -222,7 +217,12 @@ def _check_option(name: str, value: Any) -> Any:
             return value
         (tp,) = (a for a in args if a is not type(None))
         origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is bool:
+    if origin is typing.Literal:  # one of a few strings
+        ok = isinstance(value, str) and value in args
+        if not ok:
+            choices = ", ".join(repr(a) for a in args)
+            raise KpdiffInputError(f"{name}: expected one of {choices}, got {value!r:.80}")
+    elif tp is bool:
         ok = isinstance(value, bool)
     elif tp is int:
         ok = integer(value)
@@ -471,8 +471,10 @@ class DiffPose(PretrainedMixin):
         return cls(PRESETS[name], **overrides)
 
     def condition(self, clips: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The step-invariant condition, once per clip: ``clips [B, 2δ+1, 3, H, W]`` → the
-        decoder's pyramid (𝔽ʲ of 𝔽 = encoder(clips)). Reuse it across N and ``steps``.
+        """The step-invariant condition, once per clip: ``clips [B, 2δ+1, 3, H, W]`` → what
+        :meth:`PoseDecoder.prepare` makes of 𝔽 = encoder(clips): the pyramid 𝔽ʲ (𝔽 up-sampled
+        ×1/×2/×4, ``[B, C_j, h_j, w_j]``) followed by each scale's feature term Tʲ (𝔽ʲ's own
+        share of the fusion). Reuse it across N and ``steps``.
 
         ``clips`` are checked as in :meth:`predict` (shape, B ≥ 1, normalised float images,
         finite, ``|x| <= 1e4``; float64 / float16 / bfloat16 are cast to the model's dtype).

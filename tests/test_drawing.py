@@ -44,10 +44,18 @@ def test_spread_grows_the_circle_and_track_ids_pick_the_colour():
 
 
 def test_a_schema_gives_its_skeleton():
-    poses = np.random.default_rng(0).uniform(5, 55, (2, 17, 3))
-    poses[..., 2] = 1.0
-    out = draw_poses(blank(), poses, POSETRACK, copy=False)
-    assert out.any()
+    """Every edge of the schema's skeleton is drawn (its midpoint is coloured), and with
+    copy=False into the given image."""
+    k = POSETRACK.num_keypoints
+    angle = np.linspace(0, 2 * np.pi, k, endpoint=False)  # joints on a circle: edges apart
+    pose = np.stack([200 + 150 * np.cos(angle), 200 + 150 * np.sin(angle), np.ones(k)], -1)
+    image = np.zeros((400, 400, 3), np.uint8)
+    out = draw_poses(image, pose[None], POSETRACK, copy=False)
+    assert out is image and POSETRACK.skeleton
+    for i, j in POSETRACK.skeleton:
+        x, y = np.round((pose[i, :2] + pose[j, :2]) / 2).astype(int)
+        assert out[y, x].any(), (POSETRACK.keypoints[i], POSETRACK.keypoints[j])
+    assert not out[200, 200].any()  # the centre: no edge of this skeleton crosses it
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ errors, not silently ignored), and ``section.field=value`` overrides change sing
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -513,8 +512,3 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] = ()) -> Expe
 def save_config(config: ExperimentConfig, path: str | os.PathLike[str]) -> None:
     """Write ``config`` as YAML, atomically."""
     write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
-
-
-def replace(config: ExperimentConfig, **sections: Any) -> ExperimentConfig:
-    """``dataclasses.replace`` for whole sections (``replace(cfg, optim=new_optim)``)."""
-    return dataclasses.replace(config, **sections)

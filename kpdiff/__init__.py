@@ -40,10 +40,16 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "load_backbone_state_dict",
             "load_backbone_weights",
         ),
+        "export": (
+            "ExportReport",
+            "export_onnx",
+            "export_torch",
+        ),
         "errors": (
             "KpdiffError",
             "KpdiffInputError",
         ),
+        "hub": ("ModelCard",),
         "lookup": (
             "ConvMixer",
             "FeaturePyramid",
@@ -51,6 +57,10 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "LookupInteraction",
             "ScaleFusion",
             "TokenMixer",
+        ),
+        "onnx_sampler": (
+            "OnnxPoseResult",
+            "OnnxPoseSampler",
         ),
         "pipeline": (
             "FramePoses",

@@ -28,12 +28,17 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from kpdiff.data.clips import ClipConfig, ClipSample, TopDownClipDataset, read_frame
+from kpdiff.data.clips import (
+    ClipConfig,
+    ClipSample,
+    TopDownClipDataset,
+    batch_poses,
+    read_frame,
+)
 from kpdiff.data.detections import DEFAULT_MIN_SCORE, image_key, read_detections
 from kpdiff.data.schemas import KeypointSchema, get_schema
 from kpdiff.detection import PersonDetector
 from kpdiff.drawing import draw_poses
-from kpdiff.engine.evaluate import _rows
 from kpdiff.errors import KpdiffInputError
 from kpdiff.tracking import IoUTracker
 from kpdiff.video import VideoFile, frame_name
@@ -312,7 +317,7 @@ class _Run:
             steps=self.pipe.steps,
             generator=self.generator,
         )
-        for row in _rows(batch, result):
+        for row in batch_poses(batch, result):
             self.rows.setdefault(row["frame_index"], []).append(row)
             self.waiting[row["frame_index"]] -= 1
 

@@ -11,13 +11,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from kpdiff.data.clips import ClipConfig, TopDownClipDataset
+from kpdiff.data.clips import ClipConfig, TopDownClipDataset, batch_poses
 from kpdiff.data.detections import read_detections
 from kpdiff.data.structures import FrameAnnotation, VideoAnnotation
 from kpdiff.data.synthetic import SyntheticConfig, build_synthetic_dataset
 from kpdiff.detection import PersonDetector
 from kpdiff.diffpose import DiffPose
-from kpdiff.engine.evaluate import _rows
 from kpdiff.engine.predict import VideoPredictor
 from kpdiff.errors import KpdiffInputError
 from kpdiff.pipeline import FramePoses, PosePipeline
@@ -80,7 +79,7 @@ def whole_video(model: DiffPose, folder: Path, box_file: Path) -> list[dict]:
                 batch["clip"], num_samples=SETTINGS["num_samples"], steps=SETTINGS["steps"],
                 generator=generator,
             )  # fmt: skip
-            rows += _rows(batch, result)
+            rows += batch_poses(batch, result)
     tracker = IoUTracker()
     for i in range(len(frames)):
         here = [r for r in rows if r["frame_index"] == i]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from kpdiff.data.clips import crop_to_image
+from kpdiff.data.clips import batch_poses
 from kpdiff.data.posetrack import write_posetrack18_predictions
 from kpdiff.data.schemas import KeypointSchema
 from kpdiff.data.structures import FrameAnnotation, PersonAnnotation, VideoAnnotation
@@ -165,7 +165,7 @@ def evaluate_model(
                 result = model.predict(
                     cond=cond, num_samples=n, steps=steps, generator=generators[(n, steps)]
                 )
-                rows[(n, steps)].extend(_rows(batch, result))
+                rows[(n, steps)].extend(batch_poses(batch, result))
     model.train(was_training)
     # Every rank joins every gather, also with an empty shard (fewer clips than ranks).
     gathered = {key: all_gather_objects(rows.get(key, []), info) for key in sweep}
@@ -221,40 +221,6 @@ def _covered(
 
     frames = [kept(f) for f in cut.frames]
     return [*gt_videos[: names.index(video)], VideoAnnotation(name=cut.name, frames=frames)]
-
-
-def _rows(batch: dict[str, Any], result: Any) -> list[dict[str, Any]]:
-    """One row per clip: image-space keypoints ``[K, 3]`` (x, y, score), spread, metadata."""
-    meta = {k: batch[k] for k in ("inverse_affine", "joint_order") if k in batch}
-    scores = result.scores.float().cpu() * batch["score"].float().view(-1, 1)
-    # One mapping back to the image: the score and the spread travel as extra columns.
-    columns = [
-        result.keypoints.float().cpu(),
-        scores[..., None],
-        result.spread.float().cpu()[..., None],
-    ]
-    mapped = crop_to_image(torch.cat(columns, dim=-1), meta).numpy()
-    kp_image, spread = mapped[..., :3], mapped[..., 3]
-    # Spread is in crop pixels; report it in image pixels with the crop's scale.
-    pixel = np.abs(np.linalg.det(batch["inverse_affine"].double().numpy()[:, :, :2])) ** 0.5
-    gt = None
-    if "keypoints" in batch and batch["weights"].sum() > 0:
-        gt = crop_to_image(batch["keypoints"].float(), meta).numpy()
-    rows = []
-    for i in range(len(kp_image)):
-        rows.append(
-            {
-                "video": batch["video"][i],
-                "frame_index": int(batch["frame_index"][i]),
-                "track_id": int(batch["track_id"][i]),
-                "box": batch["box"][i].double().numpy(),
-                "box_score": float(batch["score"][i]),
-                "keypoints": kp_image[i],
-                "spread": spread[i] * pixel[i],
-                "gt": None if gt is None else gt[i],
-            }
-        )
-    return rows
 
 
 def _pckh_thresholds(rows: list[dict[str, Any]], gt: Sequence[VideoAnnotation]) -> np.ndarray:

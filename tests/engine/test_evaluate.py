@@ -12,10 +12,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from kpdiff.data.clips import batch_poses
 from kpdiff.diffpose import DiffPose
 from kpdiff.engine.evaluate import (
     ClipPoseModel,
-    _rows,
     evaluate_model,
     predictions_to_videos,
     write_predictions,
@@ -123,7 +123,7 @@ def test_predictions_hold_every_gt_frame(model, tiny_datasets, tmp_path):
 
 
 def gt_rows(dataset) -> list[dict]:
-    """The dataset's GT keypoints, as ``evaluate_model``'s rows (through ``_rows``)."""
+    """The dataset's GT keypoints, as ``evaluate_model``'s rows (through ``batch_poses``)."""
     rows = []
     for batch in DataLoader(dataset, batch_size=5, shuffle=False):
         fake = SimpleNamespace(
@@ -131,7 +131,7 @@ def gt_rows(dataset) -> list[dict]:
             scores=batch["weights"],  # absent joints get score 0: ranked after every hit
             spread=torch.zeros(batch["weights"].shape),
         )
-        rows += _rows(batch, fake)
+        rows += batch_poses(batch, fake)
     return rows
 
 

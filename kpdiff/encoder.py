@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from kpdiff.errors import KpdiffInputError
+from kpdiff.io import state_dict_diff
 
 __all__ = [
     "Backbone",
@@ -395,13 +396,9 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path, *, partial: boo
     sd = {k: v for k, v in sd.items() if k in own or not k.startswith(_HEAD_PREFIXES)}
     if "pos_embed" in sd and "pos_embed" in own and sd["pos_embed"].shape != own["pos_embed"].shape:
         sd["pos_embed"] = _adapt_pos_embed(sd["pos_embed"], backbone)
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    wrong = sorted(
-        f"{k}: file {list(sd[k].shape)} vs model {list(own[k].shape)}"
-        for k in set(sd) & set(own)
-        if sd[k].shape != own[k].shape
-    )
+    diff = state_dict_diff(own, sd)
+    missing, unexpected = diff["missing"], diff["unexpected"]
+    wrong = [f"{k}: file {list(sd[k].shape)} vs model {list(own[k].shape)}" for k in diff["shape"]]
     if missing or unexpected or wrong:
         hint = ""
         if "cls_token" in missing and "cls_token" not in sd:

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader never sees a half-written file, a crash leaves the old one.
+"""Atomic file writes (a reader never sees a half-written file, a crash leaves the old one),
+safetensors reading, and the comparison of a state dict with the weights read for it.
 
 Every file kpdiff writes (configs, checkpoints, weights, predictions, plots, videos) goes
 through :func:`atomic_path`: the content is written to a temporary file in the target's folder
@@ -14,7 +15,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ __all__ = [
     "current_umask",
     "load_safetensors",
     "remove_stale_temp_files",
+    "state_dict_diff",
     "write_json_atomic",
     "write_text_atomic",
 ]
@@ -137,3 +139,26 @@ def load_safetensors(
                     f"or one from a run that diverged)"
                 )
     return tensors
+
+
+def state_dict_diff(own: Mapping[str, Any], loaded: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Which names of ``loaded`` (weights read from a file) do not fit ``own`` (a model's
+    ``state_dict()``).
+
+    Args:
+        own: the state dict the weights are for.
+        loaded: the weights read (tensors, or anything with a ``.shape``).
+
+    Returns:
+        ``{"missing": …, "unexpected": …, "shape": …}``, each a sorted list of names: in
+        ``own`` but not in ``loaded``; in ``loaded`` but not in ``own``; in both with another
+        shape. All three empty: ``loaded`` fits (``load_state_dict(loaded)`` with ``strict``
+        loads it). The callers word their own errors (and show the two shapes of a name).
+    """
+    return {
+        "missing": sorted(set(own) - set(loaded)),
+        "unexpected": sorted(set(loaded) - set(own)),
+        "shape": sorted(
+            k for k in set(own) & set(loaded) if tuple(own[k].shape) != tuple(loaded[k].shape)
+        ),
+    }

@@ -199,6 +199,34 @@ def test_load_errors(tmp_path):
         DiffPose.from_pretrained(tmp_path)
 
 
+def test_state_dict_diff_names_missing_unexpected_and_reshaped_keys(tmp_path):
+    """The one comparison behind from_pretrained, the engine's resume and backbone loading."""
+    import subprocess
+    import sys
+
+    from kpdiff.io import state_dict_diff
+
+    own = {"a": torch.zeros(2), "b": torch.zeros(3, 4), "c": torch.zeros(1)}
+    loaded = {"b": torch.zeros(4, 3), "c": torch.ones(1), "z": torch.zeros(1), "y": torch.zeros(1)}
+    assert state_dict_diff(own, loaded) == {
+        "missing": ["a"],
+        "unexpected": ["y", "z"],
+        "shape": ["b"],
+    }
+    assert state_dict_diff(own, dict(own)) == {"missing": [], "unexpected": [], "shape": []}
+
+    DiffPose(MICRO).save_pretrained(tmp_path)  # from_pretrained shows both shapes of a name
+    (tmp_path / "config.json").write_text(MICRO.replace(decoder_dims=(32, 16, 4)).to_json())
+    with pytest.raises(KpdiffInputError, match=r"shape \(\d+\): \['[\w.]+: file \[.*\], config \["):
+        DiffPose.from_pretrained(tmp_path)
+
+    code = (
+        "import sys, kpdiff.io; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr  # io needs no torch
+
+
 # ------------------------------------------------------------------------------ bad input
 
 

@@ -11,11 +11,13 @@ they are.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -25,6 +27,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Sampler
 
+from kpdiff.data.clips import ClipConfig, TopDownClipDataset
+from kpdiff.data.schemas import get_schema
 from kpdiff.engine.checkpoint import (
     get_rng_state,
     latest_checkpoint,
@@ -35,10 +39,11 @@ from kpdiff.engine.checkpoint import (
     set_rng_state,
 )
 from kpdiff.engine.config import ExperimentConfig, check_config, save_config
-from kpdiff.engine.data import Datasets, build_model, prepare_datasets
+from kpdiff.engine.data import Datasets, build_model, model_config, prepare_datasets
 from kpdiff.engine.distributed import (
     DistInfo,
     all_gather_objects,
+    amp_dtype,
     barrier,
     init_distributed,
     mean,
@@ -46,7 +51,7 @@ from kpdiff.engine.distributed import (
 from kpdiff.engine.evaluate import ClipPoseModel, evaluate_model
 from kpdiff.engine.sinks import MetricSink, check_sinks, open_sinks
 from kpdiff.errors import KpdiffInputError
-from kpdiff.io import load_safetensors, write_text_atomic
+from kpdiff.io import load_safetensors, state_dict_diff, write_text_atomic
 
 __all__ = ["TrainResult", "TrainablePoseModel", "train"]
 
@@ -121,9 +126,38 @@ class _LossModule(nn.Module):
 
 
 def _autocast_dtype(config: ExperimentConfig, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or config.runtime.amp == "none":
-        return None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[config.runtime.amp]
+    return amp_dtype(config.runtime.amp, device)
+
+
+@dataclass
+class _Run:
+    """What the steps of one :func:`train` call share (built by :func:`_setup`)."""
+
+    config: ExperimentConfig
+    record: ExperimentConfig  # what experiment.yaml says ran (see _experiment_record)
+    info: DistInfo
+    out: Path
+    datasets: Datasets
+    model: nn.Module
+    loss_module: nn.Module  # the model's loss, DDP-wrapped in a distributed run
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    per_step: bool  # the scheduler steps per step (else per epoch)
+    per_epoch: int  # steps per epoch
+    total: int  # steps of the whole run
+    ema: AveragedModel | None
+    amp: torch.dtype | None
+    scaler: torch.amp.GradScaler
+    start_time: float
+    counters: dict[str, Any] = field(
+        default_factory=lambda: {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None}
+    )
+    losses: dict[int, float] = field(default_factory=dict)
+    log: _MetricsLog = field(init=False)  # set by _open_outputs
+    bar: _Progress = field(init=False)
+    window_start: float = 0.0  # samples/s: since this time, this many samples
+    window_samples: int = 0
 
 
 def train(
@@ -143,15 +177,43 @@ def train(
             gets everything the engine does: DDP, autocast, clipping, validation, checkpoints
             and exact resume (build the same model again to resume). ``config.model`` still
             describes the data (``input_size``, ``delta``, ``sigma`` of the targets) unless
-            ``datasets`` is given. Default: ``build_model(config)``.
+            ``datasets`` is given. Default: ``build_model(config)``, whose initial weights
+            ``runtime.seed`` draws. A model passed in is trained with the weights it has
+            (random or pretrained: ``runtime.seed`` does not re-initialise it; it still seeds
+            data order, augmentation and the diffusion draws) and is trained in place: two runs
+            with the same config from models in the same state (``copy.deepcopy`` one before
+            training it) give the same losses, two runs of one model object do not (the second
+            starts from the weights the first ended with). ``experiment.yaml`` records its class
+            and config (``model.custom``).
         resume: continue from ``output_dir/checkpoints/latest`` (error when there is none).
         stop_after: stop (without a final checkpoint) after this global step, as a kill would.
             For tests of resuming. Default: run to the end.
-        datasets: prepared datasets to use instead of building them from ``config.data``.
+        datasets: prepared datasets to use instead of building them from ``config.data``;
+            ``experiment.yaml`` records their settings (``data.custom``) when they are not the
+            ones ``config`` describes.
 
     Returns:
         A :class:`TrainResult` (on every rank; files are written by rank 0 only).
     """
+    run = _setup(config, model, datasets)
+    if resume:
+        _resume(run)
+    else:
+        torch.manual_seed(config.runtime.seed + 7919 * run.info.rank)  # per-rank augmentation
+    _open_outputs(run, resumed=resume)
+    while run.counters["step"] < run.total:
+        if _run_epoch(run, stop_after):  # stopped after step stop_after, as a kill would
+            return _finish(run, stopped=True)
+        if _validation_due(run):
+            _validate(run)
+        _save_checkpoint(run)
+    return _finish(run, stopped=False)
+
+
+def _setup(
+    config: ExperimentConfig, model: TrainablePoseModel | None, datasets: Datasets | None
+) -> _Run:
+    """Check the config, start the processes, seed, and build data, model and optimizer."""
     start_time = time.perf_counter()
     if not isinstance(config, ExperimentConfig):
         raise KpdiffInputError(f"config: expected an ExperimentConfig, got {type(config).__name__}")
@@ -165,31 +227,17 @@ def train(
         torch.set_num_threads(config.runtime.threads)
     if info.is_main:
         remove_leftovers(out)  # what a run killed while writing left behind
-    torch.manual_seed(config.runtime.seed)  # same initial weights on every rank
+    torch.manual_seed(config.runtime.seed)  # a model built here: the same weights on every rank
+    given_datasets = datasets
     datasets = datasets or prepare_datasets(config, info)
-    if model is None:
-        model = build_model(config, num_keypoints=datasets.schema.num_keypoints)
-    elif not isinstance(model, nn.Module) or not isinstance(model, TrainablePoseModel):
-        raise KpdiffInputError(
-            f"model: expected an nn.Module with condition, predict and loss "
-            f"(kpdiff.engine.TrainablePoseModel), got {type(model).__name__}"
-        )
-    model = model.to(info.device)
-    if config.model.compile_decoder:
-        if not isinstance(getattr(model, "decoder", None), nn.Module):
-            raise KpdiffInputError(
-                f"model.compile_decoder: {type(model).__name__} has no .decoder module to compile"
-            )
-        # In place: the state dict keeps its names (torch.compile's wrapper would prefix them
-        # with "_orig_mod.", and checkpoints would not load into an uncompiled DiffPose).
-        model.decoder.compile()
-    loss_module: nn.Module = _LossModule(model)
+    trained = _prepare_model(config, model, datasets, info)
+    loss_module: nn.Module = _LossModule(trained)
     if info.distributed:
         loss_module = DistributedDataParallel(
             loss_module, device_ids=[info.local_rank] if info.device.type == "cuda" else None
         )
     opt_cfg = config.optim
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in trained.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=opt_cfg.lr, weight_decay=opt_cfg.weight_decay)
     per_epoch = math.ceil(len(datasets.train) / info.world_size) // opt_cfg.batch_size
     if per_epoch == 0:
@@ -201,49 +249,85 @@ def train(
     if opt_cfg.max_steps is not None:
         total = min(total, opt_cfg.max_steps)
     scheduler, per_step = _lr_schedule(optimizer, opt_cfg, total, per_epoch)
-    ema = _ema_model(model, opt_cfg.ema_decay)
     amp = _autocast_dtype(config, info.device)
-    # fp16 gradients underflow without loss scaling (bf16 and fp32 need none).
-    scaler = torch.amp.GradScaler(info.device.type, enabled=amp == torch.float16)
-    counters: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None}
-    if resume:
-        ckpt = latest_checkpoint(out)
-        if ckpt is None:
-            raise KpdiffInputError(f"--resume: no checkpoint in {out / 'checkpoints'}")
-        _load_weights(model, ckpt)
-        state = load_training_state(ckpt)  # reads JSON and safetensors: never unpickles
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            if ema is not None:
-                if "ema" not in state:
-                    raise KeyError("ema (the checkpoint has no weight average)")
-                ema.load_state_dict(state["ema"])
-        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:
-            detail = " ".join(str(err).split())[:300]
+    return _Run(
+        config=config, record=_experiment_record(config, model, given_datasets), info=info,
+        out=out, datasets=datasets, model=trained, loss_module=loss_module, params=params,
+        optimizer=optimizer, scheduler=scheduler, per_step=per_step, per_epoch=per_epoch,
+        total=total, ema=_ema_model(trained, opt_cfg.ema_decay), amp=amp,
+        # fp16 gradients underflow without loss scaling (bf16 and fp32 need none).
+        scaler=torch.amp.GradScaler(info.device.type, enabled=amp == torch.float16),
+        start_time=start_time,
+    )  # fmt: skip
+
+
+def _prepare_model(
+    config: ExperimentConfig, model: TrainablePoseModel | None, datasets: Datasets, info: DistInfo
+) -> nn.Module:
+    """The model to train (``build_model(config)`` when none is given), on the device."""
+    if model is None:
+        model = build_model(config, num_keypoints=datasets.schema.num_keypoints)
+    elif not isinstance(model, nn.Module) or not isinstance(model, TrainablePoseModel):
+        raise KpdiffInputError(
+            f"model: expected an nn.Module with condition, predict and loss "
+            f"(kpdiff.engine.TrainablePoseModel), got {type(model).__name__}"
+        )
+    module = model.to(info.device)
+    if config.model.compile_decoder:
+        if not isinstance(getattr(module, "decoder", None), nn.Module):
             raise KpdiffInputError(
-                f"{ckpt}: its optimizer state does not fit this config ({detail}); was it "
-                f"written by another experiment?"
-            ) from None
-        counters = dict(state["counters"])
-        # Every rank continues its own random streams (augmentation, t, noise).
-        per_rank = state["rng_per_rank"]
-        try:
-            if len(per_rank) == info.world_size:
-                set_rng_state(per_rank[info.rank])
-            else:  # another number of processes: no exact replay, but distinct streams per rank
-                set_rng_state(per_rank[0])
-                seed = config.runtime.seed + 7919 * info.rank + 104_729 * counters["step"]
-                torch.manual_seed(seed)
-        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:
-            detail = " ".join(str(err).split())[:200]
-            raise KpdiffInputError(
-                f"{ckpt}: damaged RNG state in its training state ({detail})"
-            ) from None
-    else:
-        torch.manual_seed(config.runtime.seed + 7919 * info.rank)  # per-rank augmentation
+                f"model.compile_decoder: {type(module).__name__} has no .decoder module to compile"
+            )
+        # In place: the state dict keeps its names (torch.compile's wrapper would prefix them
+        # with "_orig_mod.", and checkpoints would not load into an uncompiled DiffPose).
+        module.decoder.compile()
+    return module
+
+
+def _resume(run: _Run) -> None:
+    """Continue from ``checkpoints/latest``: weights, optimizer, lr schedule, fp16 scaler, weight
+    average, counters and this rank's random streams."""
+    ckpt = latest_checkpoint(run.out)
+    if ckpt is None:
+        raise KpdiffInputError(f"--resume: no checkpoint in {run.out / 'checkpoints'}")
+    _load_weights(run.model, ckpt)
+    state = load_training_state(ckpt)  # reads JSON and safetensors: never unpickles
+    try:
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            run.scaler.load_state_dict(state["scaler"])
+        if run.ema is not None:
+            if "ema" not in state:
+                raise KeyError("ema (the checkpoint has no weight average)")
+            run.ema.load_state_dict(state["ema"])
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:
+        detail = " ".join(str(err).split())[:300]
+        raise KpdiffInputError(
+            f"{ckpt}: its optimizer state does not fit this config ({detail}); was it "
+            f"written by another experiment?"
+        ) from None
+    run.counters = dict(state["counters"])
+    # Every rank continues its own random streams (augmentation, t, noise).
+    per_rank, info = state["rng_per_rank"], run.info
+    try:
+        if len(per_rank) == info.world_size:
+            set_rng_state(per_rank[info.rank])
+        else:  # another number of processes: no exact replay, but distinct streams per rank
+            set_rng_state(per_rank[0])
+            torch.manual_seed(
+                run.config.runtime.seed + 7919 * info.rank + 104_729 * run.counters["step"]
+            )
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:
+        detail = " ".join(str(err).split())[:200]
+        raise KpdiffInputError(
+            f"{ckpt}: damaged RNG state in its training state ({detail})"
+        ) from None
+
+
+def _open_outputs(run: _Run, *, resumed: bool) -> None:
+    """The output folder, ``experiment.yaml``, the metrics log and sinks, the progress bar."""
+    out, info = run.out, run.info
     if info.is_main:
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -251,138 +335,122 @@ def train(
             raise KpdiffInputError(
                 f"runtime.output_dir: cannot create {out} ({err.strerror or err})"
             ) from None
-        save_config(config, out / "experiment.yaml")
-    log = _MetricsLog(out / "metrics.jsonl", enabled=info.is_main)
+        save_config(run.record, out / "experiment.yaml")
+    run.log = _MetricsLog(out / "metrics.jsonl", enabled=info.is_main)
     # A fresh run starts a new log; a resumed one drops what was logged after its checkpoint.
-    log.start(keep_until=counters["step"] if resume else None)
+    run.log.start(keep_until=run.counters["step"] if resumed else None)
     if info.is_main:  # TensorBoard / W&B when runtime enables them
-        log.sinks = open_sinks(config, resume_step=counters["step"] if resume else None)
-    losses: dict[int, float] = {}
-    bar = _Progress(total, enabled=info.is_main and config.runtime.progress)
-    bar.update(counters["step"])
-    window_start, window_samples = time.perf_counter(), 0
-    while counters["step"] < total:
-        epoch = counters["epoch"]
-        sampler = EpochSampler(
-            len(datasets.train),
-            seed=config.runtime.seed,
-            epoch=epoch,
-            rank=info.rank,
-            world=info.world_size,
-            skip=counters["batch_in_epoch"] * opt_cfg.batch_size,
+        run.log.sinks = open_sinks(
+            run.config, resume_step=run.counters["step"] if resumed else None
         )
-        loader = DataLoader(
-            datasets.train,
-            batch_size=opt_cfg.batch_size,
-            sampler=sampler,
-            drop_last=True,
-            num_workers=config.data.workers,
-            persistent_workers=False,
-            # Its own generator: the loader's base-seed draw (worker seeds) must not consume the
-            # global RNG, so validating or not does not change the training draws that follow.
-            generator=torch.Generator().manual_seed(
-                config.runtime.seed * 100_003 + 7919 * info.rank + epoch
-            ),
-        )
-        loss_module.train()
-        for batch in loader:
-            clips = batch["clip"].to(info.device, non_blocking=True)
-            heatmaps = batch["heatmaps"].to(info.device, non_blocking=True)
-            weights = batch["weights"].to(info.device, non_blocking=True)
-            with torch.autocast(info.device.type, dtype=amp, enabled=amp is not None):
-                loss = loss_module(clips, heatmaps, weights)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            grad_norm = None
-            if opt_cfg.grad_clip is not None:
-                scaler.unscale_(optimizer)  # clip the true gradients
-                grad_norm = float(nn.utils.clip_grad_norm_(params, opt_cfg.grad_clip))
-            lr = optimizer.param_groups[0]["lr"]  # the lr of this step
-            scaler.step(optimizer)  # skipped when fp16 gradients overflowed
-            scaler.update()
-            if per_step:
-                scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            counters["step"] += 1
-            counters["batch_in_epoch"] += 1
-            step = counters["step"]
-            value = mean(loss.item(), info)
-            losses[step] = value
-            window_samples += len(clips) * info.world_size
-            bar.update(1, loss=value, lr=lr)
-            if step % config.runtime.log_every == 0 or step == total:
-                rate = window_samples / max(time.perf_counter() - window_start, 1e-9)
-                log.write(
-                    step=step,
-                    epoch=epoch,
-                    loss=value,
-                    lr=lr,
-                    grad_norm=grad_norm,
-                    samples_per_s=round(rate, 2),
-                )
-                bar.set(samples_per_s=rate)
-                window_start, window_samples = time.perf_counter(), 0
-            if stop_after is not None and step >= stop_after:
-                bar.close()
-                log.close()
-                return TrainResult(out, losses, counters["best"], step, _since(start_time))
-            if step >= total or counters["batch_in_epoch"] >= per_epoch:
-                break
-        if counters["batch_in_epoch"] >= per_epoch:  # epoch complete
-            counters["epoch"] += 1
-            counters["batch_in_epoch"] = 0
-            if not per_step:
-                scheduler.step()
-        finished = counters["step"] >= total
-        every = config.eval.every
-        if datasets.val is not None and (
-            finished
-            or (every > 0 and counters["epoch"] % every == 0 and counters["batch_in_epoch"] == 0)
-        ):
-            _validate(_averaged(model, ema), datasets, config, info, counters, out, log, amp)
-        rng_states = all_gather_objects(get_rng_state(), info)  # every rank's, for exact resume
-        if info.is_main:
-            save_checkpoint(
-                out,
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                config=config,
-                counters=counters,
-                rng_states=rng_states,
-                scaler=scaler if scaler.is_enabled() else None,
-                ema=ema,
-            )
-        barrier()
-    bar.close()
-    log.close()
-    if info.is_main and datasets.val is None:
-        save_model(_averaged(model, ema), out / "best")  # no validation: the final model
-    return TrainResult(out, losses, counters["best"], counters["step"], _since(start_time))
+    run.bar = _Progress(run.total, enabled=info.is_main and run.config.runtime.progress)
+    run.bar.update(run.counters["step"])
+    run.window_start, run.window_samples = time.perf_counter(), 0
 
 
-def _validate(
-    model: nn.Module,
-    datasets: Datasets,
-    config: ExperimentConfig,
-    info: DistInfo,
-    counters: dict[str, Any],
-    out: Path,
-    log: _MetricsLog,
-    amp: torch.dtype | None,
-) -> None:
+def _run_epoch(run: _Run, stop_after: int | None) -> bool:
+    """Train to the end of the current epoch (or of the run); ``True`` when stopped after step
+    ``stop_after`` (the epoch then stays open, as a kill would leave it)."""
+    config, info, counters = run.config, run.info, run.counters
+    epoch = counters["epoch"]
+    sampler = EpochSampler(
+        len(run.datasets.train),
+        seed=config.runtime.seed,
+        epoch=epoch,
+        rank=info.rank,
+        world=info.world_size,
+        skip=counters["batch_in_epoch"] * config.optim.batch_size,
+    )
+    loader = DataLoader(
+        run.datasets.train,
+        batch_size=config.optim.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=config.data.workers,
+        persistent_workers=False,
+        # Its own generator: the loader's base-seed draw (worker seeds) must not consume the
+        # global RNG, so validating or not does not change the training draws that follow.
+        generator=torch.Generator().manual_seed(
+            config.runtime.seed * 100_003 + 7919 * info.rank + epoch
+        ),
+    )
+    run.loss_module.train()
+    for batch in loader:
+        _train_step(run, batch, epoch)
+        if stop_after is not None and counters["step"] >= stop_after:
+            return True
+        if counters["step"] >= run.total or counters["batch_in_epoch"] >= run.per_epoch:
+            break
+    if counters["batch_in_epoch"] >= run.per_epoch:  # epoch complete
+        counters["epoch"] += 1
+        counters["batch_in_epoch"] = 0
+        if not run.per_step:
+            run.scheduler.step()
+    return False
+
+
+def _train_step(run: _Run, batch: dict[str, torch.Tensor], epoch: int) -> None:
+    """One optimizer step on ``batch``; its loss goes to ``run.losses``, the log and the bar."""
+    info, opt_cfg, optimizer, scaler = run.info, run.config.optim, run.optimizer, run.scaler
+    clips = batch["clip"].to(info.device, non_blocking=True)
+    heatmaps = batch["heatmaps"].to(info.device, non_blocking=True)
+    weights = batch["weights"].to(info.device, non_blocking=True)
+    with torch.autocast(info.device.type, dtype=run.amp, enabled=run.amp is not None):
+        loss = run.loss_module(clips, heatmaps, weights)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    grad_norm = None
+    if opt_cfg.grad_clip is not None:
+        scaler.unscale_(optimizer)  # clip the true gradients
+        grad_norm = float(nn.utils.clip_grad_norm_(run.params, opt_cfg.grad_clip))
+    lr = optimizer.param_groups[0]["lr"]  # the lr of this step
+    scaler.step(optimizer)  # skipped when fp16 gradients overflowed
+    scaler.update()
+    if run.per_step:
+        run.scheduler.step()
+    if run.ema is not None:
+        run.ema.update_parameters(run.model)
+    run.counters["step"] += 1
+    run.counters["batch_in_epoch"] += 1
+    step = run.counters["step"]
+    value = mean(loss.item(), info)
+    run.losses[step] = value
+    run.window_samples += len(clips) * info.world_size
+    run.bar.update(1, loss=value, lr=lr)
+    if step % run.config.runtime.log_every == 0 or step == run.total:
+        rate = run.window_samples / max(time.perf_counter() - run.window_start, 1e-9)
+        run.log.write(
+            step=step, epoch=epoch, loss=value, lr=lr, grad_norm=grad_norm,
+            samples_per_s=round(rate, 2),
+        )  # fmt: skip
+        run.bar.set(samples_per_s=rate)
+        run.window_start, run.window_samples = time.perf_counter(), 0
+
+
+def _validation_due(run: _Run) -> bool:
+    """Validate now: at the end of the run, and after every ``eval.every``-th epoch."""
+    counters, every = run.counters, run.config.eval.every
+    finished = counters["step"] >= run.total
+    return run.datasets.val is not None and (
+        finished
+        or (every > 0 and counters["epoch"] % every == 0 and counters["batch_in_epoch"] == 0)
+    )
+
+
+def _validate(run: _Run) -> None:
+    """Mean AP of the (averaged) model on the validation set; ``best/`` when it improved."""
+    config, counters, model = run.config, run.counters, _averaged(run.model, run.ema)
     sweep = evaluate_model(
         model,
-        datasets.val,
-        datasets.val_videos,
+        run.datasets.val,
+        run.datasets.val_videos,
         sweep=[(config.eval.num_samples, config.eval.steps)],
         batch_size=config.eval.batch_size,
         seed=config.runtime.seed,
-        info=info,
+        info=run.info,
         max_clips=config.eval.max_clips,
-        schema=datasets.schema,
-        autocast_dtype=amp,
+        schema=run.datasets.schema,
+        autocast_dtype=run.amp,
     )
     if sweep is not None:  # rank 0
         ap = next(iter(sweep.ap.values()))
@@ -390,17 +458,149 @@ def _validate(
         improved = counters["best"] is None or mean_ap > counters["best"]
         if improved:
             counters["best"] = mean_ap
-            save_model(model, out / "best")
+            save_model(model, run.out / "best")
         grid = {f"N{n}_steps{s}": r.columns["Mean"] for (n, s), r in sweep.ap.items()}
-        log.write(
+        run.log.write(
             step=counters["step"], epoch=counters["epoch"], val_mean_ap=mean_ap,
             val_columns=ap.columns, val_grid=grid, best=counters["best"],
             eval_seconds=round(sweep.seconds, 2),
         )  # fmt: skip
     best = [counters["best"]]
-    if info.distributed:
+    if run.info.distributed:
         torch.distributed.broadcast_object_list(best, src=0)
     counters["best"] = best[0]
+
+
+def _save_checkpoint(run: _Run) -> None:
+    """Write ``checkpoints/step-…`` (rank 0) with every rank's RNG state, for exact resume."""
+    rng_states = all_gather_objects(get_rng_state(), run.info)
+    if run.info.is_main:
+        save_checkpoint(
+            run.out,
+            model=run.model,
+            optimizer=run.optimizer,
+            scheduler=run.scheduler,
+            config=run.record,
+            counters=run.counters,
+            rng_states=rng_states,
+            scaler=run.scaler if run.scaler.is_enabled() else None,
+            ema=run.ema,
+        )
+    barrier()
+
+
+def _finish(run: _Run, *, stopped: bool) -> TrainResult:
+    """Close the bar, the log and its sinks; at the end of a run without validation, save the
+    final model as ``best/``. Returns what this call did."""
+    run.bar.close()
+    run.log.close()
+    if not stopped and run.info.is_main and run.datasets.val is None:
+        save_model(_averaged(run.model, run.ema), run.out / "best")  # no validation: the last
+    counters = run.counters
+    return TrainResult(
+        run.out, run.losses, counters["best"], counters["step"], _since(run.start_time)
+    )
+
+
+def _experiment_record(
+    config: ExperimentConfig, model: nn.Module | None, datasets: Datasets | None
+) -> ExperimentConfig:
+    """``config`` as it ran, for ``experiment.yaml``: with ``model.custom`` describing a model
+    given to :func:`train` and ``data.custom`` given datasets that ``config`` does not describe
+    (both ``None`` otherwise, also when ``config`` held other values)."""
+    model_record = None if model is None else _model_record(model)
+    data_record = None
+    if datasets is not None and not _datasets_as_configured(config, datasets):
+        data_record = {
+            "note": "the datasets passed to train(datasets=...): the settings above that build "
+            "datasets (root, synthetic_*, splits, val_boxes, min_box_score, edge, augment) did "
+            "not build them",
+            "schema": datasets.schema.name,
+            "train": _dataset_record(datasets.train),
+            "val": None if datasets.val is None else _dataset_record(datasets.val),
+        }
+    return dataclasses.replace(
+        config,
+        model=dataclasses.replace(config.model, custom=model_record),
+        data=dataclasses.replace(config.data, custom=_plain(data_record)),
+    )
+
+
+def _model_record(model: nn.Module) -> dict[str, Any]:
+    """Class, own config (``model.config.to_dict()``, when it has one) and size of ``model``."""
+    own = getattr(model, "config", None)
+    to_dict = getattr(own, "to_dict", None)
+    record = {
+        "note": "the model passed to train(model=...), trained from the weights it had: preset, "
+        "overrides and pretrained_backbone did not build it",
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "config": to_dict() if callable(to_dict) else None,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    return _plain(record)
+
+
+def _dataset_record(dataset: Any) -> dict[str, Any]:
+    """Class, clips and (a ``TopDownClipDataset``) the settings of one dataset."""
+    record: dict[str, Any] = {"class": f"{type(dataset).__module__}.{type(dataset).__qualname__}"}
+    record["clips"] = len(dataset) if hasattr(dataset, "__len__") else None
+    if isinstance(dataset, TopDownClipDataset):
+        codec = dataset.codec
+        record.update(
+            schema=dataset.schema.name,
+            clip=dataclasses.asdict(dataset.config),
+            augment=None if dataset.augment is None else dataclasses.asdict(dataset.augment),
+            targets={
+                "heatmap_size": list(codec.heatmap_size),
+                "stride": codec.stride,
+                "sigma": codec.sigma,
+            },
+            frames=_frames_folder(dataset),
+        )
+    return record
+
+
+def _datasets_as_configured(config: ExperimentConfig, datasets: Datasets) -> bool:
+    """Whether ``datasets`` are what ``prepare_datasets(config)`` reads: clips of the schema, clip
+    geometry, augmentation and targets of ``config`` from frames under ``data.root``."""
+    train, val = datasets.train, datasets.val
+    if not isinstance(train, TopDownClipDataset) or not isinstance(val, TopDownClipDataset):
+        return False
+    model = model_config(config)
+    clip = ClipConfig(
+        delta=model.delta,
+        input_size=tuple(model.input_size),
+        edge=config.data.edge,  # type: ignore[arg-type]
+        min_box_score=config.data.min_box_score,
+    )
+    schema = get_schema(config.data.schema).name
+    root = os.path.abspath(config.data.root)
+    for dataset, augment in ((train, config.data.augment), (val, None)):
+        folder = _frames_folder(dataset)
+        if (
+            dataset.schema.name != schema
+            or dataset.config != clip
+            or dataset.augment != augment
+            or tuple(dataset.codec.heatmap_size) != tuple(model.heatmap_size)
+            or dataset.codec.input_size != tuple(model.input_size)
+            or dataset.codec.sigma != model.sigma
+            or (folder is not None and os.path.commonpath([folder, root]) != root)
+        ):
+            return False
+    return datasets.schema.name == schema
+
+
+def _frames_folder(dataset: TopDownClipDataset) -> str | None:
+    """The folder (absolute) that holds the frames of every clip, ``None`` without clips."""
+    firsts = {id(s.frame_paths): s.frame_paths[0] for s in dataset.samples if s.frame_paths}
+    if not firsts:
+        return None
+    return os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in firsts.values()])
+
+
+def _plain(value: Any) -> Any:
+    """``value`` in plain JSON types (tuples as lists; anything else as its ``str``)."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def _lr_schedule(
@@ -456,12 +656,12 @@ def _load_weights(model: nn.Module, checkpoint: Path) -> None:
     """Load a checkpoint's weights; weights of another model are a one-line error."""
     state = load_safetensors(checkpoint / "model.safetensors", finite=True)
     own = model.state_dict()
-    problems = [f"missing {k}" for k in sorted(set(own) - set(state))]
-    problems += [f"unexpected {k}" for k in sorted(set(state) - set(own))]
+    diff = state_dict_diff(own, state)
+    problems = [f"missing {k}" for k in diff["missing"]]
+    problems += [f"unexpected {k}" for k in diff["unexpected"]]
     problems += [
-        f"{k} is {list(v.shape)} in the checkpoint, {list(own[k].shape)} here"
-        for k, v in state.items()
-        if k in own and v.shape != own[k].shape
+        f"{k} is {list(state[k].shape)} in the checkpoint, {list(own[k].shape)} here"
+        for k in diff["shape"]
     ]
     if problems:
         differ = _config_differences(model, checkpoint)

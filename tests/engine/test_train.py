@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import itertools
 import json
 import math
@@ -285,6 +287,88 @@ def test_a_model_without_loss_is_refused(make_config):
 
     with pytest.raises(KpdiffInputError, match=r"model: expected an nn\.Module with condition"):
         train(make_config(), model=NoLoss())
+
+
+def test_a_model_passed_in_keeps_its_weights_and_identical_models_run_identically(
+    make_config, tiny_datasets
+):
+    """runtime.seed does not re-initialise a model passed in (it may be pretrained): it seeds data
+    order, augmentation and the diffusion draws. The model is trained in place, so two runs from
+    models in the same state are identical, and experiment.yaml names the model that ran."""
+    torch.manual_seed(123)  # not runtime.seed: the weights are the model's own
+    model = KeyFrameModel()
+    twin = copy.deepcopy(model)
+    cfg = make_config("a")
+    cfg.optim.max_steps = 3
+    a = train(cfg, model=model, datasets=tiny_datasets)
+    cfg.runtime.output_dir = make_config("b").runtime.output_dir
+    b = train(cfg, model=twin, datasets=tiny_datasets)
+    assert a.losses == b.losses and len(a.losses) == 3
+    last = load_file(str(latest_checkpoint(cfg.runtime.output_dir) / "model.safetensors"))
+    for k, v in model.state_dict().items():  # trained in place: both hold the final weights
+        assert torch.equal(v, twin.state_dict()[k]) and torch.equal(v, last[k]), k
+
+    for folder in (Path(cfg.runtime.output_dir), latest_checkpoint(cfg.runtime.output_dir)):
+        ran = load_config(folder / "experiment.yaml")
+        assert ran.model.custom["class"].endswith(".KeyFrameModel")
+        assert ran.model.custom["config"] is None  # no config of its own
+        assert ran.model.custom["parameters"] == sum(p.numel() for p in model.parameters())
+        assert ran.data.custom is None  # the datasets are the ones the config describes
+        assert dataclasses.replace(ran, model=cfg.model, data=cfg.data) == cfg
+
+
+def test_experiment_yaml_records_the_model_and_datasets_that_ran(
+    make_config, tiny_data, tiny_datasets
+):
+    from kpdiff import GaussianHeatmapCodec, HeatmapRegressor
+    from kpdiff.data import AugmentConfig, TopDownClipDataset
+    from kpdiff.engine.data import Datasets
+
+    torch.manual_seed(0)
+    model = HeatmapRegressor.from_preset("diffpose-tiny", sigma=3.0)
+    given = tiny_datasets.train
+    train_set = TopDownClipDataset(
+        given.samples,
+        schema=given.schema,
+        config=given.config,
+        augment=AugmentConfig(rotation=10.0, flip_prob=0.0),
+        codec=GaussianHeatmapCodec(model.config.heatmap_size, sigma=3.0),
+    )
+    datasets = Datasets(train=train_set, val=None, val_videos=[], schema=given.schema)
+    cfg = make_config()
+    cfg.optim.max_steps = 1
+    train(cfg, model=model, datasets=datasets)
+    run = Path(cfg.runtime.output_dir)
+    ran = load_config(run / "experiment.yaml")
+    assert "train(model=...)" in ran.model.custom["note"]
+    assert {k: v for k, v in ran.model.custom.items() if k != "note"} == {
+        "class": "kpdiff.regressor.HeatmapRegressor",
+        "config": model.config.to_dict(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    data = ran.data.custom
+    assert "train(datasets=...)" in data["note"]
+    assert data["schema"] == "posetrack" and data["val"] is None  # no validation ran
+    ran_train = data["train"]
+    assert ran_train["class"] == "kpdiff.data.clips.TopDownClipDataset"
+    assert ran_train["clips"] == len(train_set)
+    assert ran_train["augment"]["rotation"] == 10.0 and ran_train["augment"]["flip_prob"] == 0.0
+    assert ran_train["targets"] == {
+        "heatmap_size": list(model.config.heatmap_size), "stride": 4.0, "sigma": 3.0,
+    }  # fmt: skip
+    assert ran_train["clip"]["input_size"] == list(given.config.input_size)
+    assert Path(ran_train["frames"]).is_relative_to(Path(tiny_data).absolute())
+    # the fields the config was given stay as given; the checkpoint holds the same record
+    assert dataclasses.replace(ran, model=cfg.model, data=cfg.data) == cfg
+    assert ran.data.augment == cfg.data.augment and ran.model.preset == cfg.model.preset
+    assert load_config(latest_checkpoint(run) / "experiment.yaml") == ran
+
+    # a run from that file builds its model and reads its data: the records are dropped
+    ran.runtime.output_dir = str(run.parent / "again")
+    ran.eval.max_clips = 2
+    train(ran, datasets=tiny_datasets)
+    again = load_config(run.parent / "again" / "experiment.yaml")
+    assert again.model.custom is None and again.data.custom is None
 
 
 def test_warmup_and_cosine_schedule_per_step(make_config, tiny_datasets):

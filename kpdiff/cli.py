@@ -24,7 +24,7 @@ from typing import Any
 
 from kpdiff.errors import KpdiffInputError
 
-__all__ = ["arg", "build_parser", "main", "subcommand"]
+__all__ = ["add_arguments", "arg", "build_parser", "checkpoint_eval_options", "main", "subcommand"]
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -60,6 +60,14 @@ def subcommand(
         return fn
 
     return register
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """Add the arguments of ``kpdiff <command>`` to ``parser`` (another tool that runs the same
+    job parses the same options: ``benchmarks/posetrack/run.py evaluate``)."""
+    for flags, kwargs in _COMMANDS[command].arguments:
+        parser.add_argument(*flags, **kwargs)
+    return parser
 
 
 class _UsageError(Exception):
@@ -200,80 +208,79 @@ def train(args: argparse.Namespace) -> int:
     help="run a trained model on a dataset split, write predictions and print the AP table",
     arguments=[
         arg("checkpoint", metavar="CHECKPOINT",
-            help="a folder written by save_pretrained (e.g. RUN/best or RUN/checkpoints/step-…)"),
-        arg("--data", required=True, metavar="ROOT", help="dataset root (PoseTrack layout)"),
-        arg("--split", default="val", help="split to evaluate (default: val)"),
-        arg("--boxes", default="gt", metavar="gt|FILE",
-            help="'gt' for ground-truth boxes or a detector-box JSON file (default: gt)"),
-        arg("--num-samples", "-n", type=int, nargs="+", default=[10], metavar="N",
-            help="ensemble sizes to evaluate (default: 10)"),
-        arg("--steps", type=int, nargs="+", default=[4], metavar="S",
-            help="DDIM step counts to evaluate (default: 4)"),
+            help="a save_pretrained folder (RUN/best, RUN/checkpoints/step-…) or a run folder"),
+        arg("--data", default=None, metavar="ROOT",
+            help="dataset root, PoseTrack layout (default: the run's experiment.yaml data.root)"),
+        arg("--split", default=None, help="split to evaluate (default: the run's, else val)"),
+        arg("--boxes", default=None, metavar="gt|FILE",
+            help="'gt' for ground-truth boxes or a detector-box JSON file (default: the run's, "
+                 "else gt)"),
+        arg("--edge", default=None, choices=["clamp", "repeat"],
+            help="neighbour frames beyond a video's ends (default: the run's, else clamp)"),
+        arg("--min-box-score", type=float, default=None, metavar="S",
+            help="drop detector boxes scoring below S (default: the run's, else 0.2)"),
+        arg("--config", default=None, metavar="YAML",
+            help="take the data settings from this experiment instead of the run's own"),
+        arg("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+            help="override a field of that experiment, e.g. data.val_boxes=dets.json"),
+        arg("--num-samples", "-n", type=int, nargs="+", default=None, metavar="N",
+            help="ensemble sizes to evaluate (default: the run's eval.num_samples, else 10)"),
+        arg("--steps", type=int, nargs="+", default=None, metavar="S",
+            help="DDIM step counts to evaluate (default: the run's eval.steps, else 4)"),
+        arg("--sweep", action="store_true",
+            help="the run's whole N x steps sweep grid (else 1/5/10 x 1/2/4)"),
         arg("--out", default=None, metavar="DIR",
             help="write PoseTrack18 prediction files per grid point and results.json here"),
         arg("--batch-size", type=int, default=64, help="clips per batch (default: 64)"),
         arg("--max-clips", type=int, default=None, help="evaluate only this many clips"),
+        arg("--seed", type=int, default=0, help="sampling noise seed (default: 0)"),
+        arg("--device", default="auto", help="auto, cpu or cuda (default: auto)"),
+        arg("--amp", default="none", choices=["bf16", "fp16", "none"],
+            help="autocast on CUDA (default: none)"),
         arg("--schema", default=None,
-            help="keypoint schema name (default: the checkpoint's, else posetrack)"),
+            help="keypoint schema name (default: the run's, else the checkpoint's, else "
+                 "posetrack)"),
         arg("--quiet", "-q", action="store_true",
             help="no progress bar (there is none either when stderr is not a terminal)"),
     ],
 )  # fmt: skip
 def evaluate_model(args: argparse.Namespace) -> int:
-    """``kpdiff evaluate-model CHECKPOINT --data ROOT [--num-samples …] [--steps …]``."""
+    """``kpdiff evaluate-model CHECKPOINT [--data ROOT] [--num-samples …] [--steps …]``."""
     from kpdiff.engine.distributed import cleanup, init_distributed
-
-    info = init_distributed()
-    try:
-        return _evaluate_model(args, info)
-    finally:
-        cleanup()
-
-
-def _evaluate_model(args: argparse.Namespace, info: Any) -> int:
-    from pathlib import Path
-
-    from kpdiff.data.clips import ClipConfig, TopDownClipDataset
-    from kpdiff.data.posetrack import read_posetrack
-    from kpdiff.data.schemas import get_schema
-    from kpdiff.diffpose import DiffPose
-    from kpdiff.engine.evaluate import evaluate_model as run
-    from kpdiff.engine.evaluate import write_predictions
-    from kpdiff.io import write_json_atomic
+    from kpdiff.engine.evaluate_checkpoint import evaluate_checkpoint
 
     if args.out:
         _output_folder("--out", args.out)
-    model = DiffPose.from_pretrained(args.checkpoint).to(info.device)
-    schema = get_schema(args.schema or model.config.schema or "posetrack")
-    model.config.check_schema(schema, "--schema")
-    videos = read_posetrack(args.data, split=args.split, schema=schema)
-    if args.boxes != "gt" and not Path(args.boxes).is_file():
-        raise KpdiffInputError(f"--boxes: {args.boxes} does not exist (use 'gt' or a JSON file)")
-    clip_cfg = ClipConfig(delta=model.config.delta, input_size=tuple(model.config.input_size))
-    dataset = TopDownClipDataset.from_videos(
-        videos, args.data, detections=None if args.boxes == "gt" else args.boxes,
-        schema=schema, config=clip_cfg,
-    )  # fmt: skip
-    grid = [(n, s) for n in args.num_samples for s in args.steps]
-    result = run(
-        model, dataset, videos, sweep=grid, batch_size=args.batch_size, info=info,
-        max_clips=args.max_clips, schema=schema, progress=False if args.quiet else None,
-    )  # fmt: skip
+    info = init_distributed(args.device)
+    try:
+        result = evaluate_checkpoint(
+            args.checkpoint, **checkpoint_eval_options(args), info=info,
+            progress=False if args.quiet else None, log=lambda line: None,
+        )  # fmt: skip
+    finally:
+        cleanup()
     if result is None:  # not rank 0
         return 0
-    for (n, s), ap in result.ap.items():
+    for (n, s), ap in result.sweep.ap.items():
         print(f"N = {n}, steps = {s}")
         print(ap.table())
-    print(f"{result.clips} clips in {result.seconds:.1f} s (encoder once per clip for the grid)")
+    print(f"{result.sweep.clips} clips in {result.sweep.seconds:.1f} s (encoder once per clip "
+          f"for the grid)")  # fmt: skip
     if args.out:
-        out = Path(args.out)
-        for (n, s), videos_pred in result.predictions.items():
-            write_predictions(videos_pred, out / f"pred_n{n}_steps{s}", schema)
-        write_json_atomic(
-            {f"n{n}_steps{s}": ap.to_dict() for (n, s), ap in result.ap.items()},
-            out / "results.json",
-        )
+        result.write(args.out)
     return 0
+
+
+def checkpoint_eval_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :func:`~kpdiff.engine.evaluate_checkpoint.evaluate_checkpoint` keywords of parsed
+    ``evaluate-model`` arguments (``benchmarks/posetrack/run.py evaluate`` parses the same)."""
+    return {
+        "data": args.data, "split": args.split, "boxes": args.boxes, "edge": args.edge,
+        "min_box_score": args.min_box_score, "schema": args.schema, "config": args.config,
+        "overrides": args.overrides, "num_samples": args.num_samples, "steps": args.steps,
+        "full_sweep": args.sweep, "batch_size": args.batch_size, "max_clips": args.max_clips,
+        "seed": args.seed, "amp": args.amp,
+    }  # fmt: skip
 
 
 @subcommand(
@@ -297,8 +304,8 @@ def _evaluate_model(args: argparse.Namespace, info: Any) -> int:
         arg("--out", default="outputs/predict", metavar="DIR", help="output folder"),
         arg("--num-samples", "-n", type=int, default=10, help="ensemble size N (default: 10)"),
         arg("--steps", type=int, default=4, help="DDIM steps (default: 4)"),
-        arg("--min-box-score", type=float, default=0.2, metavar="S",
-            help="ignore boxes scoring below S (default: 0.2)"),
+        arg("--min-box-score", type=float, default=None, metavar="S",
+            help="ignore boxes scoring below S (default: 0.2, DCPose's)"),
         arg("--render", choices=["gif", "mp4", "none"], default="gif",
             help="skeleton overlay format (default: gif)"),
         arg("--schema", default=None,
@@ -326,7 +333,8 @@ def predict(args: argparse.Namespace) -> int:
         )
     predictor = VideoPredictor(
         model, num_samples=args.num_samples, steps=args.steps, schema=args.schema,
-        min_box_score=args.min_box_score, detector=detector,
+        detector=detector,
+        **({} if args.min_box_score is None else {"min_box_score": args.min_box_score}),
     )  # fmt: skip
     out = Path(args.out)
     result = predictor(args.video, args.boxes, progress=False if args.quiet else None)

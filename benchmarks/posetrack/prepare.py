@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import re
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -30,13 +28,19 @@ from pathlib import Path
 
 import numpy as np
 
-from kpdiff.data.clips import TopDownClipDataset, clip_indices
-from kpdiff.data.detections import boxes_for_frame, image_key, read_detections
+from kpdiff.data.checks import (
+    box_coverage,
+    box_mismatch_message,
+    missing_frames_message,
+    missing_window_frames,
+    naming_style,
+)
+from kpdiff.data.clips import clip_indices
+from kpdiff.data.detections import convert_boxes, read_detections
 from kpdiff.data.posetrack import detect_format, read_posetrack
 from kpdiff.data.schemas import get_schema
 from kpdiff.data.structures import VideoAnnotation
 from kpdiff.errors import KpdiffInputError
-from kpdiff.io import write_json_atomic
 
 __all__ = [
     "CheckReport",
@@ -47,8 +51,6 @@ __all__ = [
     "missing_window_frames",
     "naming_style",
 ]
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
 @dataclass
@@ -96,48 +98,6 @@ def fingerprint(files: Sequence[Path]) -> str:
     return h.hexdigest()[:12]
 
 
-def _frame_number(name: str) -> int | None:
-    stem = Path(name).stem.split("_")[0]
-    return int(stem) if re.fullmatch(r"\d+", stem) else None
-
-
-def naming_style(names: Sequence[str]) -> str:
-    """How a video's frame files are named, e.g. ``"6 digits from 000000 (PoseTrack18/21)"``."""
-    stems = [Path(n).stem for n in names]
-    if not stems:
-        return "no frames"
-    if not all(re.fullmatch(r"\d+", s) for s in stems):
-        odd = next(s for s in stems if not re.fullmatch(r"\d+", s))
-        return f"non-numeric names (e.g. {odd}{Path(names[0]).suffix})"
-    widths = {len(s) for s in stems}
-    first = min(stems, key=int)
-    width = f"{widths.pop()} digits" if len(widths) == 1 else "mixed widths"
-    label = f"{width} from {first}"
-    if label == "6 digits from 000000":
-        return label + " (PoseTrack18/21)"
-    if label == "8 digits from 00000001":
-        return label + " (PoseTrack17)"
-    return label
-
-
-def _missing_hint(path: Path) -> str:
-    """Why ``path`` may be missing: no folder, or frames named in another convention."""
-    folder = path.parent
-    if not folder.is_dir():
-        return f"its folder {folder} does not exist"
-    files = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        return f"{folder} holds no images"
-    num = _frame_number(path.name)
-    same = [f for f in files if num is not None and _frame_number(f) == num]
-    hint = f"{folder} holds {len(files)} frame(s) named {naming_style(files)}, e.g. {files[0]}"
-    if same:
-        hint += f"; {same[0]} has the same frame number (another naming convention?)"
-    elif naming_style(files) != naming_style([path.name]):
-        hint += f"; the annotation names {path.name}: another naming convention?"
-    return hint
-
-
 def _window_paths(videos: Sequence[VideoAnnotation], root: Path, delta: int, edge: str) -> set:
     paths = set()
     for video in videos:
@@ -147,63 +107,6 @@ def _window_paths(videos: Sequence[VideoAnnotation], root: Path, delta: int, edg
                 for i in clip_indices(pos, n, delta, edge):  # type: ignore[arg-type]
                     paths.add(str(root / video.frames[i].image_path))
     return paths
-
-
-def missing_window_frames(dataset: TopDownClipDataset) -> tuple[int, list[str]]:
-    """``(frames read, missing paths)`` over every clip window of ``dataset``."""
-    cfg = dataset.config
-    seen, paths = set(), set()
-    for s in dataset.samples:
-        key = (id(s.frame_paths), s.key)
-        if key in seen:
-            continue
-        seen.add(key)
-        paths.update(s.frame_paths[i] for i in clip_indices(s.key, len(s.frame_paths), cfg.delta,
-                                                              cfg.edge))  # fmt: skip
-    return len(paths), sorted(p for p in paths if not Path(p).is_file())
-
-
-def missing_frames_message(missing: Sequence[str], total: int, listed: int = 3) -> str:
-    """One paragraph naming the first missing frames and what their folders hold instead."""
-    lines = [f"{len(missing)} of the {total} frames that clip windows read do not exist:"]
-    lines += [f"    {p}  ({_missing_hint(Path(p))})" for p in missing[:listed]]
-    lines.append(
-        "    kpdiff reads the frame names written in the annotation files, relative to the "
-        "dataset root; see benchmarks/posetrack/README.md (PoseTrack17 frame names)."
-    )
-    return "\n".join(lines)
-
-
-def box_coverage(videos: Sequence[VideoAnnotation], detections: dict) -> tuple[int, int, int]:
-    """``(labelled frames, labelled frames with >= 1 box, boxes on labelled frames)``."""
-    labelled = with_box = boxes = 0
-    for video in videos:
-        for frame in video.frames:
-            if frame.is_labeled:
-                labelled += 1
-                n = len(boxes_for_frame(detections, frame))
-                with_box += n > 0
-                boxes += n
-    return labelled, with_box, boxes
-
-
-def box_mismatch_message(videos: Sequence[VideoAnnotation], detections: dict, path: str) -> str:
-    """Explain how boxes are matched to frames, with a key from each side."""
-    frame = next((f for v in videos for f in v.frames if f.is_labeled), None)
-    box_keys = [repr(k) for k in list(detections)[:2]]
-    frame_keys = "none" if frame is None else (
-        f"image_id {frame.image_id!r}, name key {image_key(frame.image_path)!r}"
-    )  # fmt: skip
-    return (
-        f"no box of {path} matches a labelled frame. DCPose records are matched by the last two "
-        f"parts of image_name ('<video folder>/<file>'), COCO records by image_id. Box keys look "
-        f"like {', '.join(box_keys) or 'nothing (no box kept)'}; frames have {frame_keys}."
-    ) + (
-        " PoseTrack17 frames have no image_id: use DCPose-layout boxes whose image names are "
-        "the annotation files' frame names (boxes made for renamed frames do not match)."
-        if frame is not None and frame.image_id is None
-        else ""
-    )
 
 
 def check_dataset(
@@ -318,73 +221,6 @@ def check_dataset(
                 "as missed"
             )
     return rep
-
-
-def convert_boxes(
-    src: str | Path,
-    dst: str | Path,
-    *,
-    data: str | Path,
-    split: str = "val",
-    box_format: str = "xywh",
-    min_score: float = 0.0,
-) -> tuple[int, int]:
-    """Write COCO-detection (or DCPose) records of ``src`` as a DCPose-layout file ``dst``.
-
-    Args:
-        src: a JSON list of ``{"image_id" | "image_name", "bbox", "score"[, "category_id"]}``.
-        dst: the DCPose-layout output (``image_name``, ``bbox`` xywh, ``score``,
-            ``category_id``), written atomically.
-        data: dataset root whose ground truth maps ``image_id`` to the image's name.
-        split: split of that ground truth. Default ``"val"``.
-        box_format: ``"xywh"`` (default) or ``"xyxy"`` for the boxes of ``src``.
-        min_score: drop boxes scoring below this. Default ``0`` (keep all; kpdiff drops those
-            below 0.2 when it reads the file).
-
-    Returns:
-        ``(boxes written, records whose image_id is not in the ground truth)``.
-    """
-    if box_format not in ("xywh", "xyxy"):
-        raise KpdiffInputError(f"--box-format: expected xywh or xyxy, got {box_format!r}")
-    try:
-        records = json.loads(Path(src).read_text())
-    except FileNotFoundError:
-        raise KpdiffInputError(f"{src}: no such file") from None
-    except json.JSONDecodeError as err:
-        raise KpdiffInputError(f"{src}: not valid JSON ({err})") from None
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise KpdiffInputError(f"{src}: expected a JSON list of detection records")
-    names = {
-        f.image_id: f.image_path
-        for v in read_posetrack(data, split=split)
-        for f in v.frames
-        if f.image_id is not None
-    }
-    out, unknown = [], 0
-    for i, rec in enumerate(records):
-        if rec.get("category_id", 1) != 1:
-            continue
-        box, score = rec.get("bbox"), rec.get("score")
-        ok = isinstance(box, list) and len(box) == 4 and isinstance(score, int | float)
-        if not ok or not all(isinstance(v, int | float) for v in box):
-            raise KpdiffInputError(f"{src}: record {i}: expected 'bbox' [4 numbers] and 'score'")
-        if score < min_score:
-            continue
-        if box_format == "xyxy":
-            box = [box[0], box[1], box[2] - box[0], box[3] - box[1]]
-        if "image_name" in rec:
-            name = rec["image_name"]
-        elif rec.get("image_id") in names:
-            name = names[rec["image_id"]]
-        else:
-            unknown += 1
-            continue
-        out.append(
-            {"image_name": name, "bbox": [float(v) for v in box], "score": float(score),
-             "category_id": 1}
-        )  # fmt: skip
-    write_json_atomic(out, dst)
-    return len(out), unknown
 
 
 def main(argv: Sequence[str] | None = None) -> int:

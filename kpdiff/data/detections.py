@@ -13,15 +13,22 @@ Boxes scoring below ``min_score`` (default 0.2, as DCPose and its successors) ar
 from __future__ import annotations
 
 import os
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from kpdiff.data.posetrack import _load_json
+from kpdiff.data.posetrack import _load_json, read_posetrack
 from kpdiff.data.structures import FrameAnnotation
 from kpdiff.errors import KpdiffInputError
+from kpdiff.io import write_json_atomic
 
-__all__ = ["DEFAULT_MIN_SCORE", "boxes_for_frame", "image_key", "read_detections"]
+__all__ = [
+    "DEFAULT_MIN_SCORE",
+    "boxes_for_frame",
+    "convert_boxes",
+    "image_key",
+    "read_detections",
+]
 
 DEFAULT_MIN_SCORE = 0.2
 """Detector boxes with a lower score are dropped (DCPose's validation setting)."""
@@ -112,3 +119,65 @@ def boxes_for_frame(detections: dict[str | int, np.ndarray], frame: FrameAnnotat
     if frame.image_id is not None and frame.image_id in detections:
         return detections[frame.image_id]
     return detections.get(image_key(frame.image_path), _EMPTY)
+
+
+def convert_boxes(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    data: str | Path,
+    split: str = "val",
+    box_format: str = "xywh",
+    min_score: float = 0.0,
+) -> tuple[int, int]:
+    """Write COCO-detection (or DCPose) records of ``src`` as a DCPose-layout file ``dst``.
+
+    Args:
+        src: a JSON list of ``{"image_id" | "image_name", "bbox", "score"[, "category_id"]}``.
+        dst: the DCPose-layout output (``image_name``, ``bbox`` xywh, ``score``,
+            ``category_id``), written atomically.
+        data: dataset root whose ground truth maps ``image_id`` to the image's name.
+        split: split of that ground truth. Default ``"val"``.
+        box_format: ``"xywh"`` (default) or ``"xyxy"`` for the boxes of ``src``.
+        min_score: drop boxes scoring below this. Default ``0`` (keep all; kpdiff drops those
+            below :data:`DEFAULT_MIN_SCORE` when it reads the file).
+
+    Returns:
+        ``(boxes written, records whose image_id is not in the ground truth)``.
+    """
+    if box_format not in ("xywh", "xyxy"):
+        raise KpdiffInputError(f"--box-format: expected xywh or xyxy, got {box_format!r}")
+    records = _load_json(src)
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise KpdiffInputError(f"{src}: expected a JSON list of detection records")
+    names = {
+        f.image_id: f.image_path
+        for v in read_posetrack(data, split=split)
+        for f in v.frames
+        if f.image_id is not None
+    }
+    out, unknown = [], 0
+    for i, rec in enumerate(records):
+        if rec.get("category_id", 1) != 1:
+            continue
+        box, score = rec.get("bbox"), rec.get("score")
+        ok = isinstance(box, list) and len(box) == 4 and isinstance(score, int | float)
+        if not ok or not all(isinstance(v, int | float) for v in box):
+            raise KpdiffInputError(f"{src}: record {i}: expected 'bbox' [4 numbers] and 'score'")
+        if score < min_score:
+            continue
+        if box_format == "xyxy":
+            box = [box[0], box[1], box[2] - box[0], box[3] - box[1]]
+        if "image_name" in rec:
+            name = rec["image_name"]
+        elif rec.get("image_id") in names:
+            name = names[rec["image_id"]]
+        else:
+            unknown += 1
+            continue
+        out.append(
+            {"image_name": name, "bbox": [float(v) for v in box], "score": float(score),
+             "category_id": 1}
+        )  # fmt: skip
+    write_json_atomic(out, dst)
+    return len(out), unknown

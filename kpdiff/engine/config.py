@@ -1,9 +1,11 @@
 """Experiment configuration: dataclasses, YAML files that map onto them, command-line overrides.
 
 One YAML file holds one :class:`ExperimentConfig`; every key must name a field (unknown keys are
-errors, not silently ignored), and ``section.field=value`` overrides change single fields::
+errors, not silently ignored), and ``section.field=value`` overrides change single fields:
 
     cfg = load_config("examples/diffpose/configs/synthetic_cpu.yaml", ["optim.lr=1e-3"])
+
+In Python the sections are dataclasses: ``ExperimentConfig(optim=OptimConfig(lr=1e-3))``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import yaml
 
 from kpdiff.data.clips import AugmentConfig
+from kpdiff.data.detections import DEFAULT_MIN_SCORE
 from kpdiff.errors import KpdiffInputError
 from kpdiff.io import write_text_atomic
 
@@ -48,15 +51,23 @@ class ModelConfig:
     Args:
         preset: a ``DiffPose.from_preset`` name. Default ``"diffpose-tiny"``.
         overrides: ``DiffPoseConfig`` fields to change from the preset (e.g. ``{"delta": 0}``).
+            Default ``{}``.
         pretrained_backbone: local path of backbone weights (timm / MAE / ViTPose state dict),
             or ``None``. Default ``None``.
         compile_decoder: wrap the per-step decoder in ``torch.compile``. Default ``False``.
+        custom: a record, written by :func:`~kpdiff.engine.train` into the run's
+            ``experiment.yaml``, of the model it was given (``train(config, model=…)``) instead
+            of building ``preset`` + ``overrides``: ``{"class": "module.Class", "config":
+            model.config.to_dict() or None, "parameters": count}``; ``None`` when ``train`` built
+            the model. A record only: ``train`` never reads it, and replaces a value given in a
+            config with its own. Default ``None``.
     """
 
     preset: str = "diffpose-tiny"
     overrides: dict[str, Any] = field(default_factory=dict)
     pretrained_backbone: str | None = None
     compile_decoder: bool = False
+    custom: dict[str, Any] | None = None
 
 
 @dataclass
@@ -71,18 +82,31 @@ class DataConfig:
             Default ``True``.
         synthetic_videos: videos of the synthetic training split. Default ``20``.
         synthetic_frames: frames per synthetic training video. Default ``30``.
-        synthetic_val_videos / synthetic_val_frames: the same for the validation split;
-            ``None``: as the training split. Default ``None``.
+        synthetic_val_videos: videos of the synthetic validation split; ``None``: as
+            ``synthetic_videos``. Default ``None``.
+        synthetic_val_frames: frames per synthetic validation video; ``None``: as
+            ``synthetic_frames``. Default ``None``.
         synthetic_seed: seed of the synthetic set. Default ``0``.
-        train_split / val_split: split names. Defaults ``"train"``, ``"val"``.
+        train_split: the training split's name. Default ``"train"``.
+        val_split: the validation split's name. Default ``"val"``.
         val_boxes: ``"gt"`` (ground-truth boxes) or the path of a detector-box JSON file
             (DCPose or COCO format); a relative path is looked up from the working folder, then
             under ``root``. Default ``"gt"``.
         min_box_score: detector boxes below this score are dropped. Default ``0.2``.
         edge: neighbour frames beyond the video ends: ``"clamp"`` or ``"repeat"``.
             Default ``"clamp"``.
-        augment: training augmentation (DiffPose: ±45°, 0.65–1.35, half-body, flip).
+        augment: training augmentation. Default ``AugmentConfig()`` (DiffPose's: ±45°,
+            0.65–1.35, half-body, flip).
         workers: DataLoader worker processes. Default ``0``.
+        custom: a record, written by :func:`~kpdiff.engine.train` into the run's
+            ``experiment.yaml``, of the datasets it was given (``train(config, datasets=…)``)
+            when they are not what this section and the model's geometry describe (another
+            class, schema, clip geometry, augmentation, targets or folder, or no validation
+            set): ``{"schema": name, "train": {...}, "val": {...} or None}``, each with the
+            dataset's class, number of clips and, for a ``TopDownClipDataset``, its clip
+            config, augmentation, heatmap size, σ and frames folder. ``None`` when the
+            datasets are the ones this section describes. A record only, as ``model.custom``.
+            Default ``None``.
     """
 
     root: str = "data/synthetic"
@@ -96,10 +120,11 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     val_boxes: str = "gt"
-    min_box_score: float = 0.2
+    min_box_score: float = DEFAULT_MIN_SCORE
     edge: str = "clamp"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     workers: int = 0
+    custom: dict[str, Any] | None = None
 
 
 @dataclass
@@ -149,8 +174,9 @@ class EvalConfig:
         every: validate every this many epochs (0: only at the end). Default ``1``.
         num_samples: N used for validation. Default ``10``.
         steps: DDIM steps used for validation. Default ``4``.
-        sweep_num_samples / sweep_steps: grid evaluated by ``kpdiff evaluate-model`` and the
-            demo (the encoder runs once per clip for the whole grid).
+        sweep_num_samples: the N of the grid evaluated by ``kpdiff evaluate-model`` and the
+            demo (the encoder runs once per clip for the whole grid). Default ``(1, 5, 10)``.
+        sweep_steps: the DDIM steps of that grid. Default ``(1, 2, 4)``.
         batch_size: clips per evaluation batch. Default ``64``.
         max_clips: evaluate at most this many clips (``None``: all). Default ``None``.
     """
@@ -170,7 +196,9 @@ class RuntimeConfig:
 
     Args:
         output_dir: checkpoints, logs and predictions go here. Default ``"runs/default"``.
-        seed: seeds model init, data order and augmentation. Default ``0``.
+        seed: seeds the initial weights of the model ``train`` builds (a model passed to
+            ``train(config, model=…)`` keeps the weights it has), data order, augmentation and
+            the diffusion draws (t, noise). Default ``0``.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``. Default ``"auto"``.
         amp: autocast dtype on GPU: ``"bf16"``, ``"fp16"`` or ``"none"``. Default ``"bf16"``.
         threads: torch intra-op threads on CPU (``0``: torch's default). Default ``0``.
@@ -198,7 +226,19 @@ class RuntimeConfig:
 
 @dataclass
 class ExperimentConfig:
-    """One experiment: model, data, optimisation, evaluation, runtime."""
+    """One experiment: model, data, optimisation, evaluation, runtime.
+
+    Every section has defaults, so a config built in Python names only what it changes:
+    ``ExperimentConfig(optim=OptimConfig(max_steps=100), runtime=RuntimeConfig(device="cpu"))``.
+    A YAML file holds the same sections as mappings (see ``load_config``).
+
+    Args:
+        model: which model ``train`` builds (a preset and its overrides).
+        data: where the data comes from and how clips are cut.
+        optim: the optimiser, its schedule and the length of the run.
+        eval: validation during training and the evaluation sweep.
+        runtime: output folder, seed, device, precision and logging.
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -489,7 +529,21 @@ def split_overrides(values: Sequence[str] | None) -> list[str]:
 
 
 def load_config(path: str | os.PathLike[str], overrides: list[str] = ()) -> ExperimentConfig:  # type: ignore[assignment]
-    """Read a YAML experiment file and apply ``section.field=value`` overrides."""
+    """Read a YAML experiment file and apply ``section.field=value`` overrides.
+
+    Args:
+        path: the YAML file: one mapping per section (``model``, ``data``, ``optim``, ``eval``,
+            ``runtime``); missing sections and fields keep their defaults.
+        overrides: ``section.field=value`` items, as :func:`apply_overrides` takes them.
+            Default none.
+
+    Returns:
+        The checked config.
+
+    Raises:
+        KpdiffInputError: the file is missing or not YAML, a key names no field, or a value has
+            the wrong type or cannot work; the message names the file and the field.
+    """
     path = Path(path)
     if not path.is_file():
         raise KpdiffInputError(f"{path}: config file not found")

@@ -18,7 +18,15 @@ import torch.distributed as dist
 
 from kpdiff.errors import KpdiffInputError
 
-__all__ = ["DistInfo", "all_gather_objects", "barrier", "cleanup", "init_distributed", "mean"]
+__all__ = [
+    "DistInfo",
+    "all_gather_objects",
+    "amp_dtype",
+    "barrier",
+    "cleanup",
+    "init_distributed",
+    "mean",
+]
 
 
 @dataclass(frozen=True)
@@ -97,3 +105,16 @@ def cleanup() -> None:
     """Leave the process group."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``runtime.amp`` / ``--amp`` (``"bf16"``, ``"fp16"``, ``"none"``)
+    on ``device``: ``None`` (no autocast) off CUDA or for ``"none"``.
+
+    Raises:
+        KpdiffInputError: another value of ``amp``.
+    """
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
+    if amp not in dtypes:
+        raise KpdiffInputError(f"amp: expected 'bf16', 'fp16' or 'none', got {amp!r}")
+    return dtypes[amp] if device.type == "cuda" else None

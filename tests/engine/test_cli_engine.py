@@ -155,13 +155,44 @@ def test_evaluate_model_prints_a_table_per_point_and_writes_predictions(
             folder = tmp_path / "eval" / f"pred_n{n}_steps{s}"
             assert sorted(p.name for p in folder.iterdir()) == videos
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
-    assert sorted(results) == ["n1_steps1", "n1_steps2", "n2_steps1", "n2_steps2"]
+    assert sorted(results["results"]) == ["n1_steps1", "n1_steps2", "n2_steps1", "n2_steps2"]
+    assert results["boxes"] == "gt" and results["clips"] == 6 and results["edge"] == "clamp"
     # the written files are complete prediction files: `kpdiff evaluate` accepts them
     code, _, err = run(
         capsys, "evaluate", "--gt", tiny_data / "annotations" / "val",
         "--pred", tmp_path / "eval" / "pred_n1_steps1",
     )  # fmt: skip
     assert code == 0, err
+
+
+def test_evaluate_model_and_the_benchmark_give_the_same_results(
+    capsys, tiny_model_dir, tiny_data, tmp_path
+):
+    """One job behind two command lines: ``kpdiff evaluate-model`` and
+    ``benchmarks/posetrack/run.py evaluate`` write byte-identical results.json, for detector
+    boxes and a non-default edge and box threshold too."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "posetrack" / "run.py"
+    spec = importlib.util.spec_from_file_location("kpdiff_posetrack_run_cli_test", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    boxes = tiny_data / "detections" / "val_boxes.json"
+    common = [str(tiny_model_dir), "--data", str(tiny_data), "-n", "1", "2", "--steps", "1",
+              "--max-clips", "8", "--batch-size", "4", "--boxes", str(boxes), "--edge", "repeat",
+              "--min-box-score", "0.3", "--quiet"]  # fmt: skip
+    code, _, err = run(capsys, "evaluate-model", *common, "--out", tmp_path / "cli")
+    assert code == 0, err
+    assert bench.main(["evaluate", *common, "--out", str(tmp_path / "bench")]) == 0
+    capsys.readouterr()
+    cli = (tmp_path / "cli" / "results.json").read_bytes()
+    assert cli == (tmp_path / "bench" / "results.json").read_bytes()
+    results = json.loads(cli)
+    assert (results["edge"], results["min_box_score"]) == ("repeat", 0.3)
+    assert results["boxes"] == str(boxes) and results["clips"] == 8
+    for point in ("pred_n1_steps1", "pred_n2_steps1"):
+        for f in sorted((tmp_path / "cli" / point).iterdir()):
+            assert f.read_bytes() == (tmp_path / "bench" / point / f.name).read_bytes()
 
 
 def test_evaluate_model_with_detector_boxes(capsys, tiny_model_dir, tiny_data):

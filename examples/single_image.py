@@ -34,7 +34,6 @@ from kpdiff import DiffPose
 from kpdiff.data import (
     POSETRACK,
     AugmentConfig,
-    ClipConfig,
     TopDownClipDataset,
     boxes_for_frame,
     crop_to_image,
@@ -74,7 +73,7 @@ def predict_image(
     ensemble's disagreement, image pixels). A video model (δ > 0) gets the image repeated as its
     clip: neighbours beyond a video's ends are clamped to it.
     """
-    config = ClipConfig(delta=model.config.delta, input_size=model.config.input_size)
+    config = model.data_config()
     items = TopDownClipDataset.from_boxes([image], boxes, key=0, schema=POSETRACK, config=config)
     batch = default_collate([items[i] for i in range(len(items))])  # clip [P, 1, 3, 128, 96]
     result = model.predict(batch["clip"], generator=torch.Generator().manual_seed(seed))

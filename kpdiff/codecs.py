@@ -23,7 +23,12 @@ import torch.nn.functional as F
 from kpdiff.errors import KpdiffInputError, check_int, check_number, check_shape, check_sizes
 from kpdiff.kernels import decode_heatmaps, render_heatmaps
 
+HEATMAP_STRIDE = 4
+"""Input pixels per heatmap pixel: a 256×192 crop gives 64×48 heatmaps (SimpleBaseline's,
+DiffPose's). The one place this number is written; models and the clip pipeline ask for it."""
+
 __all__ = [
+    "HEATMAP_STRIDE",
     "GaussianHeatmapCodec",
     "SignalRange",
     "flip_heatmaps",
@@ -56,7 +61,7 @@ class GaussianHeatmapCodec:
     """
 
     heatmap_size: tuple[int, int] = (64, 48)
-    stride: float = 4.0
+    stride: float = float(HEATMAP_STRIDE)
     sigma: float = 2.0
     refine: Refine = "quarter"
     dark_kernel: int = 11

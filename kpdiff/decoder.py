@@ -24,12 +24,15 @@ from typing import Literal
 import torch
 from torch import nn
 
+from kpdiff.codecs import HEATMAP_STRIDE
+from kpdiff.encoder import PATCH_STRIDE
 from kpdiff.errors import KpdiffInputError, check_shape
 from kpdiff.lookup import FeaturePyramid, Fusion, HeatmapEmbed, LookupInteraction, ScaleFusion
 
 __all__ = ["PoseDecoder", "StepRescale", "timestep_embedding"]
 
 LookupMode = Literal["full", "low_res", "none"]
+UP = PATCH_STRIDE // HEATMAP_STRIDE  # 4: heatmap pixels per pixel of 𝔽 (the pyramid's ×4)
 
 # (factor of 𝔽ʲ relative to 𝔽, mixer, lookup) for each scale used by a lookup mode.
 SCALES: dict[str, tuple[tuple[int, str, bool], ...]] = {
@@ -126,14 +129,14 @@ class PoseDecoder(nn.Module):
         self.pyramid = FeaturePyramid(feat_dim, dims=level_dims, factors=self.factors)
         self.rescale = StepRescale(num_keypoints, dim=time_dim)
         self.embeds = nn.ModuleList(
-            HeatmapEmbed(num_keypoints, d, stride=4 // f)
+            HeatmapEmbed(num_keypoints, d, stride=UP // f)
             for d, f in zip(level_dims, self.factors, strict=True)
         )
         self.blocks = nn.ModuleList(
             LookupInteraction(
                 d,
                 out_dim=out_dim,
-                upsample=4 // f,
+                upsample=UP // f,
                 mixer=mixer,
                 lookup=use_lookup,
                 depth=depth,
@@ -181,7 +184,7 @@ class PoseDecoder(nn.Module):
         terms = pyramid[n:] if got == 2 * n else (None,) * n
         pyramid = pyramid[:n]
         f0, feat0 = self.factors[0], pyramid[0]
-        size = (feat0.shape[-2] * 4 // f0, feat0.shape[-1] * 4 // f0)
+        size = (feat0.shape[-2] * UP // f0, feat0.shape[-1] * UP // f0)
         sizes = check_shape("x_t", x_t, (feat0.shape[0], self.num_keypoints, *size))
         check_shape("t", t, (x_t.shape[0],), sizes)
         xbar = self.rescale(x_t, t)  # x̄_t = x_t ⊙ (1 + γ(t)) + β(t)

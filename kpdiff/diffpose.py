@@ -22,12 +22,13 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from kpdiff.codecs import GaussianHeatmapCodec, Refine, SignalRange
+from kpdiff.codecs import HEATMAP_STRIDE, GaussianHeatmapCodec, Refine, SignalRange
+from kpdiff.data.clips import ClipConfig
 from kpdiff.decoder import LookupMode, PoseDecoder
 from kpdiff.diffusion import HeatmapDiffusion, default_scheduler
 from kpdiff.encoder import SpatioTemporalEncoder
 from kpdiff.errors import KpdiffInputError, check_dtype, check_finite, check_shape
-from kpdiff.io import atomic_path, load_safetensors, write_text_atomic
+from kpdiff.io import atomic_path, load_safetensors, state_dict_diff, write_text_atomic
 from kpdiff.lookup import Fusion
 from kpdiff.sampling import EnsembleResult, EnsembleSampler
 
@@ -142,8 +143,21 @@ class DiffPoseConfig:
 
     @property
     def heatmap_size(self) -> tuple[int, int]:
-        """``(H/4, W/4)``: the codec's stride is 4."""
-        return self.input_size[0] // 4, self.input_size[1] // 4
+        """``(H, W)`` of the heatmaps: the input size over :data:`~kpdiff.codecs.HEATMAP_STRIDE`."""
+        return self.input_size[0] // HEATMAP_STRIDE, self.input_size[1] // HEATMAP_STRIDE
+
+    def codec(self) -> GaussianHeatmapCodec:
+        """The heatmap codec of this model: :attr:`heatmap_size`, stride
+        :data:`~kpdiff.codecs.HEATMAP_STRIDE`, ``sigma`` and ``refine``."""
+        return GaussianHeatmapCodec(
+            self.heatmap_size, stride=HEATMAP_STRIDE, sigma=self.sigma, refine=self.refine
+        )
+
+    def data_config(self, **overrides: Any) -> ClipConfig:
+        """The clips this model takes: ``ClipConfig(delta, input_size)`` of this config, with
+        ``overrides`` for the other fields (``edge``, ``min_box_score``, ``padding``, …).
+        Everyone who cuts clips for a model asks it here (engine, CLI, pipeline, benchmarks)."""
+        return ClipConfig(delta=self.delta, input_size=tuple(self.input_size), **overrides)
 
     def check_schema(self, schema: Any, argument: str = "schema") -> None:
         """Refuse a keypoint schema that would relabel the model's joints.
@@ -291,6 +305,10 @@ class PretrainedMixin(nn.Module):
 
     config: DiffPoseConfig
 
+    def data_config(self, **overrides: Any) -> ClipConfig:
+        """The clips this model takes (:meth:`DiffPoseConfig.data_config`)."""
+        return self.config.data_config(**overrides)
+
     def save_pretrained(
         self,
         directory: str | Path,
@@ -415,15 +433,11 @@ class PretrainedMixin(nn.Module):
             raise KpdiffInputError(f"from_pretrained: {file}: {detail}") from None
         state = load_safetensors(directory / WEIGHTS_NAME, device=str(map_location), finite=True)
         own = model.state_dict()
-        problems = {
-            "missing": sorted(set(own) - set(state)),
-            "unexpected": sorted(set(state) - set(own)),
-            "shape": [
-                f"{k}: file {list(v.shape)}, config {list(own[k].shape)}"
-                for k, v in sorted(state.items())
-                if k in own and v.shape != own[k].shape
-            ],
-        }
+        problems = state_dict_diff(own, state)
+        problems["shape"] = [
+            f"{k}: file {list(state[k].shape)}, config {list(own[k].shape)}"
+            for k in problems["shape"]
+        ]
         if any(problems.values()):
             detail = "; ".join(f"{n} ({len(v)}): {v[:6]}" for n, v in problems.items() if v)
             raise KpdiffInputError(
@@ -453,7 +467,7 @@ class DiffPose(PretrainedMixin):
             fusion=c.fusion, depth=c.decoder_depth, heads=c.decoder_heads,
             background=-c.signal_scale,
         )  # fmt: skip
-        self.codec = GaussianHeatmapCodec(c.heatmap_size, stride=4, sigma=c.sigma, refine=c.refine)
+        self.codec = c.codec()
         self.diffusion = HeatmapDiffusion(
             default_scheduler(c.num_train_timesteps, c.signal_scale),
             signal=SignalRange(c.signal_scale),

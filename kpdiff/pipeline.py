@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import default_collate
 
 from kpdiff.data.clips import (
-    ClipConfig,
+    IMAGE_SUFFIXES,
     ClipSample,
     TopDownClipDataset,
     batch_poses,
@@ -44,8 +44,6 @@ from kpdiff.tracking import IoUTracker
 from kpdiff.video import VideoFile, frame_name
 
 __all__ = ["FramePoses", "PersonPose", "PosePipeline"]
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -155,12 +153,7 @@ class PosePipeline:
         )  # fmt: skip
         self.schema = get_schema(schema or model.config.schema or "posetrack")
         model.config.check_schema(self.schema)
-        self.clip_config = ClipConfig(
-            delta=model.config.delta,
-            input_size=tuple(model.config.input_size),
-            edge=edge,  # type: ignore[arg-type]
-            min_box_score=min_box_score,
-        )
+        self.clip_config = model.config.data_config(edge=edge, min_box_score=min_box_score)
         self.tracker = tracker or IoUTracker()
 
     @classmethod

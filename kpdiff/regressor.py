@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from kpdiff.codecs import GaussianHeatmapCodec
 from kpdiff.diffpose import DiffPoseConfig, PretrainedMixin, build_encoder
 from kpdiff.errors import KpdiffInputError, check_finite, check_shape
 from kpdiff.lookup import FeaturePyramid
@@ -43,7 +42,7 @@ class HeatmapRegressor(PretrainedMixin):
         width = c.decoder_dims[1]
         self.upsample = FeaturePyramid(c.dim, dims=(width,), factors=(4,))
         self.head = nn.Conv2d(width, c.num_keypoints, 1)
-        self.codec = GaussianHeatmapCodec(c.heatmap_size, stride=4, sigma=c.sigma, refine=c.refine)
+        self.codec = c.codec()
 
     @classmethod
     def from_preset(cls, name: str, /, **overrides: Any) -> HeatmapRegressor:

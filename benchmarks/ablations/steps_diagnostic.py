@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from kpdiff import DiffPose
-from kpdiff.data import ClipConfig, TopDownClipDataset, read_posetrack
+from kpdiff.data import TopDownClipDataset, read_posetrack
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     model = DiffPose.from_pretrained(args.checkpoint).eval()
-    clip_cfg = ClipConfig(delta=model.config.delta, input_size=tuple(model.config.input_size))
+    clip_cfg = model.data_config()
     videos = read_posetrack(args.data, split=args.split)
     dataset = TopDownClipDataset.from_videos(videos, args.data, config=clip_cfg)
     subset = Subset(dataset, range(min(args.clips, len(dataset))))

@@ -23,14 +23,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from kpdiff.codecs import GaussianHeatmapCodec
-from kpdiff.data.detections import boxes_for_frame, read_detections
+from kpdiff.codecs import HEATMAP_STRIDE, GaussianHeatmapCodec
+from kpdiff.data.detections import DEFAULT_MIN_SCORE, boxes_for_frame, read_detections
 from kpdiff.data.schemas import KeypointSchema, get_schema
 from kpdiff.data.structures import PersonAnnotation, VideoAnnotation
 from kpdiff.data.transforms import apply_affine, box_to_center_scale, crop_affine, invert_affine
 from kpdiff.errors import KpdiffInputError
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "AugmentConfig",
     "ClipConfig",
     "ClipSample",
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 EdgePolicy = Literal["clamp", "repeat"]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+"""File suffixes read as frames (compared in lower case)."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _UPPER_BODY = {"posetrack": tuple(range(11)), "coco": tuple(range(11))}
@@ -70,7 +73,7 @@ class ClipConfig:
     edge: EdgePolicy = "clamp"
     padding: float = 1.25
     pixel_std: float = 200.0
-    min_box_score: float = 0.2
+    min_box_score: float = DEFAULT_MIN_SCORE
     cache_size: int = 32
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -249,7 +252,9 @@ class TopDownClipDataset(Dataset):
         self.config = config or ClipConfig()
         self.augment = augment
         h, w = self.config.input_size
-        self.codec = codec or GaussianHeatmapCodec(heatmap_size=(h // 4, w // 4), stride=4)
+        self.codec = codec or GaussianHeatmapCodec(
+            heatmap_size=(h // HEATMAP_STRIDE, w // HEATMAP_STRIDE), stride=HEATMAP_STRIDE
+        )
         if tuple(self.codec.input_size) != (h, w):
             raise KpdiffInputError(
                 f"codec: its input size {self.codec.input_size} differs from input_size {(h, w)}"

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from kpdiff.codecs import GaussianHeatmapCodec
-from kpdiff.data.clips import ClipConfig, TopDownClipDataset
+from kpdiff.data.clips import TopDownClipDataset
 from kpdiff.data.posetrack import read_posetrack
 from kpdiff.data.schemas import KeypointSchema, get_schema
 from kpdiff.data.structures import VideoAnnotation
@@ -25,11 +24,17 @@ __all__ = ["Datasets", "build_model", "ensure_dataset", "prepare_datasets"]
 class Datasets:
     """The training clips, the validation clips and the ground truth of both.
 
+    Build one yourself to train on data of your own (``train(config, datasets=…)``): only
+    ``train``, ``val``, ``val_videos`` and ``schema`` are needed.
+
     Attributes:
-        train: augmented training clips; ``val``: validation clips (no augmentation);
-        val_videos / train_videos: their ground truth (``train_videos`` is empty when the
-        training split was not read); ``train_eval``: the training clips without augmentation
-        (ground-truth boxes), to measure the train AP beside the validation AP.
+        train: the training clips (augmented), e.g. a ``TopDownClipDataset``.
+        val: the validation clips (no augmentation), or ``None``: no validation.
+        val_videos: the validation ground truth the AP is computed against.
+        schema: the keypoint schema of both.
+        train_videos: the training ground truth (empty when the training split was not read).
+        train_eval: the training clips without augmentation (ground-truth boxes), to measure
+            the train AP beside the validation AP, or ``None``.
     """
 
     train: Dataset
@@ -84,14 +89,9 @@ def prepare_datasets(
     root = ensure_dataset(config, info)
     schema = get_schema(config.data.schema)
     model_cfg = model_config(config)
-    clip_cfg = ClipConfig(
-        delta=model_cfg.delta,
-        input_size=tuple(model_cfg.input_size),
-        edge=config.data.edge,  # type: ignore[arg-type]
-        min_box_score=config.data.min_box_score,
-    )
-    # The targets are the model's: its heatmap size and σ (DiffPoseConfig.sigma).
-    codec = GaussianHeatmapCodec(model_cfg.heatmap_size, stride=4, sigma=model_cfg.sigma)
+    # The model says what clips it takes and what its targets are (heatmap size, σ).
+    clip_cfg = model_cfg.data_config(edge=config.data.edge, min_box_score=config.data.min_box_score)
+    codec = model_cfg.codec()
     common = {"schema": schema, "config": clip_cfg, "codec": codec}
     train_set: Dataset = TopDownClipDataset([], **common)
     train_videos: list[VideoAnnotation] = []

@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from kpdiff.data.clips import read_frame
+from kpdiff.data.clips import IMAGE_SUFFIXES, read_frame
 from kpdiff.data.detections import DEFAULT_MIN_SCORE, image_key, read_detections
 from kpdiff.data.posetrack import write_posetrack18_predictions
 from kpdiff.data.schemas import KeypointSchema
@@ -40,8 +40,6 @@ from kpdiff.tracking import IoUTracker
 from kpdiff.video import StreamedFrames, VideoFile, write_video
 
 __all__ = ["VideoPrediction", "VideoPredictor", "list_frames", "render_video"]
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def list_frames(source: str | Path) -> list[Path]:

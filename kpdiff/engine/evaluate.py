@@ -66,7 +66,8 @@ class SweepResult:
     Attributes:
         ap: ``{(N, steps): PoseTrackAP}``.
         predictions: ``{(N, steps): list[VideoAnnotation]}`` in the ground truth's frame order.
-        seconds: wall time of the whole sweep; ``clips``: number of clips evaluated.
+        seconds: wall time of the whole sweep.
+        clips: number of clips evaluated.
         spread_error: ``{(N, steps): (spread [M], error [M])}`` per visible GT joint (pixels),
             when ground truth keypoints were available; for uncertainty studies.
         pckh_threshold: ``{(N, steps): [M]}`` aligned with ``spread_error``: each joint's PCKh
@@ -134,7 +135,7 @@ def evaluate_model(
             ``False`` (training's validation runs inside its own bar).
 
     Returns:
-        A :class:`SweepResult` on rank 0, ``None`` on the other ranks.
+        The sweep's ``SweepResult`` on rank 0, ``None`` on the other ranks.
     """
     info = info or DistInfo()
     sweep = list(dict.fromkeys(sweep))

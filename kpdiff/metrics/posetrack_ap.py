@@ -383,8 +383,12 @@ def _gather(
             i = int(g.frame[n])
             m = n - int(np.searchsorted(g.frame, i))
             errors.append((i, _HEAD, m, KpdiffInputError(
-                f"{where(i)}, ground truth, person {m}: head_box is missing (the PCKh reference "
-                "size; PoseTrack18 'bbox_head', PoseTrack17 x1/y1/x2/y2)"
+                f"{where(i)}, ground truth, person {m}: head_box is missing; the PoseTrack AP "
+                "needs each ground-truth person's head box as its reference size (a joint is "
+                "correct within threshold × 0.6 × its diagonal; PoseTrack18 'bbox_head', "
+                "PoseTrack17 x1/y1/x2/y2). A body without a head needs a box of the size that "
+                "sets that tolerance; the synthetic generator draws it from FigureRig.head "
+                "(see 'The reference size of other bodies' in docs/data.md)"
             )))  # fmt: skip
         for i in sorted(r for r in gv.regions if keep[r]):  # checked even without joints
             at = offset + int(np.searchsorted(frames, i))  # the frame's position in the set

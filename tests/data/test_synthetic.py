@@ -22,6 +22,17 @@ from kpdiff.data.synthetic import (
     build_synthetic_dataset,
 )
 from kpdiff.errors import KpdiffInputError
+from kpdiff.metrics import posetrack_ap
+
+# A user's body without a head: a 5-point finger chain, about 1 long.
+FINGER = KeypointSchema(
+    "finger",
+    ("base", "k1", "k2", "k3", "tip"),
+    (),
+    ((0, 1), (1, 2), (2, 3), (3, 4)),
+    eval_groups={"All": (0, 1, 2, 3, 4)},
+)
+FINGER_REST = {n: (0.0, 0.25 * i, 0.0) for i, n in enumerate(FINGER.keypoints)}
 
 # Busy scenes so that every feature shows up in a few short videos.
 BUSY = SyntheticConfig(
@@ -180,20 +191,60 @@ def test_quadruped_and_user_schema(tmp_path: Path) -> None:
     video = read_posetrack(root / "annotations" / "val", schema=QUADRUPED)[0]
     assert any(p.keypoints.shape == (13, 3) for f in video.frames for p in f.persons)
 
-    # A user's 5-point "finger" chain: a rest pose is all the rig needs (parts from the skeleton).
-    finger = KeypointSchema(
-        "finger", ("base", "k1", "k2", "k3", "tip"), (), ((0, 1), (1, 2), (2, 3), (3, 4))
-    )
-    rest = {n: (0.0, 0.25 * i, 0.0) for i, n in enumerate(finger.keypoints)}
-    cfg = SyntheticConfig(
-        num_videos=1, frames_per_video=3, schema=finger, rig=FigureRig(rest, root="base")
-    )
+    # A user's 5-point "finger" chain: a rest pose and the two joints of the reference size
+    # (``head``) are all the rig needs (parts come from the skeleton).
+    rig = FigureRig(FINGER_REST, root="base", head=("base", "k1"))
+    cfg = SyntheticConfig(num_videos=1, frames_per_video=3, schema=FINGER, rig=rig)
     root = build_synthetic_dataset(tmp_path / "fingers", cfg, splits=("val",))
-    video = read_posetrack(root / "annotations" / "val", schema=finger)[0]
+    video = read_posetrack(root / "annotations" / "val", schema=FINGER)[0]
     assert sum(len(f.persons) for f in video.frames) >= 1
     with pytest.raises(KpdiffInputError, match="tip"):
-        bad = FigureRig({k: v for k, v in rest.items() if k != "tip"}, root="base")
-        build_synthetic_dataset(tmp_path / "bad", SyntheticConfig(schema=finger, rig=bad))
+        bad = FigureRig({k: v for k, v in FINGER_REST.items() if k != "tip"}, root="base")
+        build_synthetic_dataset(tmp_path / "bad", SyntheticConfig(schema=FINGER, rig=bad))
+
+
+def test_a_rig_without_head_fails_at_build_time(tmp_path: Path) -> None:
+    """No head boxes would make the dataset's evaluation fail later ("head_box is missing"):
+    the build refuses the rig at once, on one line naming FigureRig.head, and writes nothing."""
+    cfg = SyntheticConfig(schema=FINGER, rig=FigureRig(FINGER_REST, root="base"))
+    with pytest.raises(KpdiffInputError, match=r"FigureRig\.head is None") as err:
+        build_synthetic_dataset(tmp_path / "fingers", cfg, splits=("val",))
+    assert "\n" not in str(err.value) and "reference size" in str(err.value)
+    assert list(tmp_path.iterdir()) == []  # neither the root nor a temporary folder
+    # also where a build of that config seems to exist already (the rig is checked first)
+    root = tmp_path / "old"
+    root.mkdir()
+    (root / synthetic.MANIFEST).write_text(json.dumps({"hash": cfg.fingerprint(("val",))}))
+    with pytest.raises(KpdiffInputError, match=r"FigureRig\.head"):
+        build_synthetic_dataset(root, cfg, splits=("val",))
+    for head in (("k1", "k1"), ("base", "nail")):
+        rig = FigureRig(FINGER_REST, root="base", head=head)
+        with pytest.raises(KpdiffInputError, match="head"):
+            build_synthetic_dataset(tmp_path / "bad", replace(cfg, rig=rig), splits=("val",))
+
+
+def test_the_head_box_is_the_reference_size_of_any_body(tmp_path: Path) -> None:
+    """What docs/data.md says of a body without a head: the head box spans the two ``head``
+    joints, its diagonal is head_scale × √(1 + head_ratio²) × their distance in the image, so the
+    PCKh radius (0.3 × the diagonal) is about half that distance; and the AP works on it."""
+    rig = FigureRig(FINGER_REST, root="base", head=("base", "k1"), head_ratio=0.5)
+    cfg = SyntheticConfig(num_videos=2, frames_per_video=4, schema=FINGER, rig=rig, seed=1)
+    root = build_synthetic_dataset(tmp_path / "fingers", cfg, splits=("val",))
+    videos = read_posetrack(root / "annotations" / "val", schema=FINGER)
+    ratios = []
+    for video in videos:
+        for frame in video.frames:
+            for person in frame.persons:
+                assert person.head_box is not None
+                (x0, y0, v0), (x1, y1, v1) = person.keypoints[:2]
+                length = np.hypot(x1 - x0, y1 - y0)
+                if v0 > 0 and v1 > 0 and length > 10:
+                    a, b, c, d = person.head_box
+                    ratios.append(np.hypot(c - a, d - b) / length)
+    assert len(ratios) >= 5
+    np.testing.assert_allclose(ratios, cfg.head_scale * np.hypot(1, 0.5), rtol=0.01)
+    # the ground truth scored as its own prediction: every joint right
+    assert posetrack_ap(videos, videos, schema=FINGER).columns["Mean"] == 100.0
 
 
 @pytest.mark.parametrize(

@@ -342,3 +342,18 @@ def test_error_bad_keypoints_missing_head_box_bad_region_duplicate_video():
     g, p = videos([([gt(ROW0)], [pr(ROW0)])])
     with pytest.raises(KpdiffInputError, match="video 'v' appears twice"):
         posetrack_ap(g + g, p, TOY)
+
+
+def test_missing_head_box_error_says_what_the_reference_size_is():
+    """A body without a head (a hand, say) still needs a box per GT person: the error says so,
+    on one line, and names the synthetic generator's knob."""
+    g, p = videos([([gt(ROW0), gt(ROW0, head=None)], [pr(ROW0)])])
+    with pytest.raises(KpdiffInputError, match="person 1: head_box is missing") as err:
+        posetrack_ap(g, p, TOY)
+    message = str(err.value)
+    assert "\n" not in message
+    for words in ("reference size", "bbox_head", "FigureRig.head", "docs/data.md"):
+        assert words in message
+    # a GT person without joints needs no reference size: no error, and the same AP
+    empty = gt([None] * 4, head=None)
+    assert toy_ap([([gt(ROW0), empty], [pr(ROW0)])]) == toy_ap([([gt(ROW0)], [pr(ROW0)])])

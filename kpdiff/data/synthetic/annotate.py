@@ -41,13 +41,13 @@ def _annotate(
         return None  # PoseTrack leaves persons inside ignore regions unlabelled
     keypoints = np.zeros((len(xy), 3))
     keypoints[visible] = np.column_stack([np.round(xy[visible], 2), np.ones(visible.sum())])
-    head_box = None
-    if kin.head is not None:
-        a, b = xy[kin.head[0]], xy[kin.head[1]]
-        half, (dx, dy) = np.hypot(*(b - a)) / 2, (b - a) / max(np.hypot(*(b - a)), 1e-6)
-        r = kin.rig.head_ratio
-        ext = cfg.head_scale * half * np.array([np.hypot(dx, r * dy), np.hypot(dy, r * dx)])
-        head_box = np.round(np.concatenate([(a + b) / 2 - ext, (a + b) / 2 + ext]), 2)
+    # The head box (the metric's reference size): the box of the ellipse spanning the rig's two
+    # head joints (width head_ratio × length), scaled about its centre by head_scale.
+    a, b = xy[kin.head[0]], xy[kin.head[1]]
+    half, (dx, dy) = np.hypot(*(b - a)) / 2, (b - a) / max(np.hypot(*(b - a)), 1e-6)
+    r = kin.rig.head_ratio
+    ext = cfg.head_scale * half * np.array([np.hypot(dx, r * dy), np.hypot(dy, r * dx)])
+    head_box = np.round(np.concatenate([(a + b) / 2 - ext, (a + b) / 2 + ext]), 2)
     return PersonAnnotation(keypoints, np.round(drawn.box, 2), head_box, fig.track_id)
 
 

@@ -58,7 +58,9 @@ def build_synthetic_dataset(
         ``root`` as a :class:`~pathlib.Path`.
 
     Raises:
-        KpdiffInputError: ``root`` exists and is neither empty nor a synthetic build; bad splits.
+        KpdiffInputError: ``root`` exists and is neither empty nor a synthetic build; bad splits;
+            a rig that does not fit its schema or has no ``FigureRig.head`` (the head
+            boxes are the metric's reference size).
     """
     config = config or SyntheticConfig()
     root = Path(root)
@@ -69,6 +71,9 @@ def build_synthetic_dataset(
     codes = [_split_code(s) for s in splits]
     if len(set(codes)) != len(codes):
         raise KpdiffInputError(f"splits: {splits} map to the same video ids {codes}; rename one")
+    schema = get_schema(config.schema)
+    # The rig is checked first (a rig without FigureRig.head fails even where a build exists).
+    kin = _Kinematics.build(schema, config.rig or get_rig(schema))
     digest = config.fingerprint(splits)
     if _build_hash(root) == digest:
         return root
@@ -76,8 +81,6 @@ def build_synthetic_dataset(
         raise KpdiffInputError(
             f"root: {root} exists and is not a kpdiff synthetic dataset; give a new or empty folder"
         )
-    schema = get_schema(config.schema)
-    kin = _Kinematics.build(schema, config.rig or get_rig(schema))
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
     try:

@@ -23,7 +23,7 @@ class _Kinematics:
     parts: list[tuple[str, np.ndarray, float, int, float]]  # shape, joints, width, material, bias
     root: int
     materials: int
-    head: tuple[int, int] | None
+    head: tuple[int, int]  # the two joints the head box spans
     extent: tuple[float, float, float]  # rest (top, bottom) y and max distance from the root
 
     @classmethod
@@ -76,7 +76,20 @@ class _Kinematics:
         for motion in rig.motions.values():
             for s in motion.swings:
                 index(s.joint, "a motion")
-        head = None if rig.head is None else tuple(index(n, "head") for n in rig.head)
+        if rig.head is None:  # the metric's reference size: no evaluation without it
+            raise KpdiffInputError(
+                f"{where}: FigureRig.head is None; every annotated figure needs a head box "
+                "(bbox_head), the PoseTrack AP's reference size (a joint is correct within 0.3 × "
+                "its diagonal). Set FigureRig.head to two joints spanning the head or, for a body "
+                "without one, a rigid segment whose length sets that size (a hand: the wrist and "
+                "the middle finger's base); see 'The reference size of other bodies' in "
+                "docs/data.md"
+            )
+        if len(rig.head) != 2 or rig.head[0] == rig.head[1]:
+            raise KpdiffInputError(
+                f"{where}: FigureRig.head must name two different joints, got {rig.head!r}"
+            )
+        head = (index(rig.head[0], "head"), index(rig.head[1], "head"))
         materials = rig.materials or 1 + max((p[3] for p in parts), default=0)
         reach = float(np.linalg.norm(rest - rest[root], axis=1).max())
         extent = (float(rest[:, 1].min() - rest[root, 1]), float(rest[:, 1].max() - rest[root, 1]))

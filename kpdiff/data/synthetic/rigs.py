@@ -77,7 +77,17 @@ class FigureRig:
         parts: the drawn pieces; empty → one capsule per ``schema.skeleton`` edge.
         motions: name → :class:`Motion`; empty → the figure only wiggles.
         parents: joint → parent joint; empty → a breadth-first tree of the schema's skeleton.
-        head: two joints spanning the head (the head box is their ellipse's box), or ``None``.
+        head: two joints ``(a, b)`` that set the figure's reference size: every annotated
+            figure gets a head box (``bbox_head``), the box of the ellipse from ``a`` to ``b``
+            (``head_ratio`` times as wide as long), scaled by ``SyntheticConfig.head_scale``.
+            The PoseTrack AP counts a joint as correct within 0.3 × that box's diagonal
+            (PCKh@0.5), i.e. ``0.3 · head_scale · √(1 + head_ratio²) · |a − b|`` with
+            ``|a − b|`` the joints' distance in the image: about half of it with the defaults.
+            People and animals use their head; for a body without one pick a rigid segment of
+            the size the tolerance should scale with (a hand: the wrist and the middle finger's
+            base; see "The reference size of other bodies" in ``docs/data.md``). Required:
+            building a dataset from a rig without it raises ``KpdiffInputError``. Default
+            ``None``.
         head_ratio: the head ellipse's width over its length. Default ``0.8``.
         materials: number of textures per figure (``max(part.material) + 1`` when ``0``).
         palettes: material → RGB colours to pick from (others get random colours).

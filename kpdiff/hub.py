@@ -204,7 +204,13 @@ class ModelCard:
         run = Path(run_dir)
         config = load_config(run / "experiment.yaml")
         data = config.data
-        if data.synthetic:
+        if data.custom is not None:  # datasets passed to train(): what experiment.yaml recorded
+            train = data.custom.get("train") or {}
+            training = (
+                f"datasets given to kpdiff.engine.train (schema `{data.custom.get('schema')}`): "
+                f"{train.get('clips', '?')} training clips of {train.get('class', 'a dataset')}."
+            )
+        elif data.synthetic:
             val = (data.synthetic_val_videos or data.synthetic_videos,
                    data.synthetic_val_frames or data.synthetic_frames)  # fmt: skip
             training = (

@@ -230,3 +230,8 @@ def test_model_card_from_a_run_has_its_data_and_best_ap(tmp_path):
     assert ModelCard.from_run(run).training_data == (
         "the dataset at `data/posetrack18` (schema `posetrack`), split `train`."
     )
+    # datasets given to train(): the card says what experiment.yaml recorded of them
+    config.data.custom = {"schema": "quadruped", "train": {"class": "my.Clips", "clips": 123}}
+    save_config(config, run / "experiment.yaml")
+    training = ModelCard.from_run(run).training_data
+    assert "schema `quadruped`" in training and "123 training clips of my.Clips" in training

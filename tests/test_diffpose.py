@@ -8,18 +8,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from model_helpers import MICRO
 
 from kpdiff.diffpose import PRESETS, DiffPose, DiffPoseConfig
 from kpdiff.errors import KpdiffInputError
-
-# A micro model: 64×48 crops → 16×12 heatmaps, 𝔽 at 4×3; runs in milliseconds.
-MICRO = PRESETS["diffpose-tiny"].replace(
-    num_keypoints=5,
-    backbone_kwargs={"depth": 1, "embed_dim": 48, "num_heads": 3},
-    input_size=(64, 48),
-    dim=32,
-    decoder_dims=(32, 16, 8),
-)
 
 
 def batch(config: DiffPoseConfig, b: int = 2, seed: int = 0):

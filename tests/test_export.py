@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_helpers import MICRO
 
 from kpdiff.cli import main
 from kpdiff.codecs import GaussianHeatmapCodec
-from kpdiff.diffpose import PRESETS, DiffPose
+from kpdiff.diffpose import DiffPose
 from kpdiff.diffusion import default_scheduler
 from kpdiff.errors import KpdiffInputError
 from kpdiff.kernels.reference import ddim_step_reference
@@ -26,15 +27,6 @@ from kpdiff.onnx_sampler import (
     ddim_timesteps,
     decode_heatmaps,
     render_heatmaps,
-)
-
-# 64×48 crops → 16×12 heatmaps, 𝔽 at 4×3, K = 5, T = 3 frames: exports in seconds.
-MICRO = PRESETS["diffpose-tiny"].replace(
-    num_keypoints=5,
-    backbone_kwargs={"depth": 1, "embed_dim": 48, "num_heads": 3},
-    input_size=(64, 48),
-    dim=32,
-    decoder_dims=(32, 16, 8),
 )
 
 

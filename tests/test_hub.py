@@ -11,20 +11,14 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 import torch
+from model_helpers import MICRO
 
 import kpdiff
-from kpdiff.diffpose import PRESETS, DiffPose
+from kpdiff.diffpose import DiffPose
 from kpdiff.engine.config import ExperimentConfig, save_config
 from kpdiff.errors import KpdiffInputError
 from kpdiff.hub import ModelCard, is_repo_id
 
-MICRO = PRESETS["diffpose-tiny"].replace(
-    num_keypoints=5,
-    backbone_kwargs={"depth": 1, "embed_dim": 48, "num_heads": 3},
-    input_size=(64, 48),
-    dim=32,
-    decoder_dims=(32, 16, 8),
-)
 COMMIT, OTHER = "a" * 40, "b" * 40
 
 

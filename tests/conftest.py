@@ -1,0 +1,8 @@
+"""Shared by the test modules: ``tests/`` on the import path for ``model_helpers``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))

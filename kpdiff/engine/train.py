@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Sampler
 
-from kpdiff.data.clips import ClipConfig, TopDownClipDataset
+from kpdiff.data.clips import TopDownClipDataset
 from kpdiff.data.schemas import get_schema
 from kpdiff.engine.checkpoint import (
     get_rng_state,
@@ -567,12 +567,8 @@ def _datasets_as_configured(config: ExperimentConfig, datasets: Datasets) -> boo
     if not isinstance(train, TopDownClipDataset) or not isinstance(val, TopDownClipDataset):
         return False
     model = model_config(config)
-    clip = ClipConfig(
-        delta=model.delta,
-        input_size=tuple(model.input_size),
-        edge=config.data.edge,  # type: ignore[arg-type]
-        min_box_score=config.data.min_box_score,
-    )
+    clip = model.data_config(edge=config.data.edge, min_box_score=config.data.min_box_score)
+    codec = model.codec()
     schema = get_schema(config.data.schema).name
     root = os.path.abspath(config.data.root)
     for dataset, augment in ((train, config.data.augment), (val, None)):
@@ -581,9 +577,9 @@ def _datasets_as_configured(config: ExperimentConfig, datasets: Datasets) -> boo
             dataset.schema.name != schema
             or dataset.config != clip
             or dataset.augment != augment
-            or tuple(dataset.codec.heatmap_size) != tuple(model.heatmap_size)
-            or dataset.codec.input_size != tuple(model.input_size)
-            or dataset.codec.sigma != model.sigma
+            or tuple(dataset.codec.heatmap_size) != tuple(codec.heatmap_size)
+            or dataset.codec.input_size != codec.input_size
+            or dataset.codec.sigma != codec.sigma
             or (folder is not None and os.path.commonpath([folder, root]) != root)
         ):
             return False

@@ -7,8 +7,8 @@ a ``KpdiffError`` naming the input or in a correct, finite result; anything else
 
     python benchmarks/fuzz_report.py [--examples 300]
 
-``--examples`` is per reader property (CI runs 60); the API suite draws 80 per property (40 for
-``DiffPose.predict``).
+``--examples`` is per reader property (CI runs 60); ``--api-examples`` per API property (CI
+runs 80; ``DiffPose.predict`` gets half).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--examples", type=int, default=300)
+    parser.add_argument("--examples", type=int, default=300, help="per reader property")
+    parser.add_argument("--api-examples", type=int, default=80, help="per API property")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="kpdiff-fuzz-"))
     env = {
@@ -36,6 +37,7 @@ def main() -> None:
         "OMP_NUM_THREADS": "1",
         "KPDIFF_FUZZ_RANDOM": "1",  # new inputs each run (CI replays fixed ones)
         "KPDIFF_FUZZ_EXAMPLES": str(args.examples),
+        "KPDIFF_FUZZ_API_EXAMPLES": str(args.api_examples),
         "KPDIFF_FUZZ_REPORT": str(tmp / "readers.json"),
         "KPDIFF_FUZZ_API_REPORT": str(tmp / "api.json"),
     }

@@ -5,8 +5,8 @@ and ``benchmarks/posetrack/run.py evaluate``.
     print(result.sweep.table())
     result.write("eval/")      # PoseTrack18 prediction files per (N, steps) and results.json
 
-The data settings are those the model was trained with: the run's ``experiment.yaml`` (beside
-the checkpoint or one folder up), or ``config=``; each argument given overrides its field. So
+The data settings are those the model was trained with: the run's ``experiment.yaml`` (in the
+checkpoint folder or one folder up), or ``config=``; each argument given overrides its field. So
 the same checkpoint scores the same, whichever command runs it.
 """
 
@@ -100,14 +100,14 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
 
 def _experiment(checkpoint: Path, config: str | Path | None, overrides: Sequence[str]) -> Any:
     """``(ExperimentConfig, path)`` whose data settings apply: ``config``, else the run's own
-    ``experiment.yaml`` (beside the checkpoint or one folder up), else ``(None, None)``."""
+    ``experiment.yaml`` (in the checkpoint folder or one folder up), else ``(None, None)``."""
     from kpdiff.engine.config import load_config, split_overrides
 
     pairs = split_overrides(list(overrides))
     if config is not None:
         return load_config(config, pairs), Path(config)
-    for candidate in (checkpoint / "experiment.yaml", checkpoint.parent / "experiment.yaml",
-                      checkpoint.parent.parent / "experiment.yaml"):  # fmt: skip
+    # a checkpoint folder holds its run's experiment.yaml; best/ sits beside the run's own
+    for candidate in (checkpoint / "experiment.yaml", checkpoint.parent / "experiment.yaml"):
         if candidate.is_file():
             return load_config(candidate, pairs), candidate
     if overrides:

@@ -195,6 +195,35 @@ def test_evaluate_model_and_the_benchmark_give_the_same_results(
             assert f.read_bytes() == (tmp_path / "bench" / point / f.name).read_bytes()
 
 
+def test_evaluate_model_takes_the_data_settings_of_the_run(
+    capsys, tiny_model_dir, tiny_data, tmp_path
+):
+    """A run folder without --data: the run's experiment.yaml gives root, boxes, edge, threshold
+    and the grid (evaluate-model once ignored the run's edge and box threshold)."""
+    from kpdiff.engine.config import ExperimentConfig, save_config
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_model_dir, run_dir / "best")
+    config = ExperimentConfig()
+    config.data.root = str(tiny_data)
+    config.data.val_boxes = str(tiny_data / "detections" / "val_boxes.json")
+    config.data.edge, config.data.min_box_score = "repeat", 0.35
+    config.eval.num_samples, config.eval.steps = 2, 1
+    save_config(config, run_dir / "experiment.yaml")
+    code, _, err = run(capsys, "evaluate-model", run_dir, "--max-clips", "4", "--quiet",
+                       "--out", tmp_path / "eval")  # fmt: skip
+    assert code == 0, err
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["checkpoint"] == str(run_dir / "best") and results["data"] == str(tiny_data)
+    assert (results["edge"], results["min_box_score"]) == ("repeat", 0.35)
+    assert results["boxes"] == config.data.val_boxes and list(results["results"]) == ["n2_steps1"]
+    code, _, err = run(capsys, "evaluate-model", run_dir, "--edge", "clamp", "--boxes", "gt",
+                       "--max-clips", "4", "-q", "--out", tmp_path / "eval2")  # fmt: skip
+    assert code == 0, err
+    again = json.loads((tmp_path / "eval2" / "results.json").read_text())
+    assert (again["edge"], again["boxes"]) == ("clamp", "gt")  # arguments override the run's
+
+
 def test_evaluate_model_with_detector_boxes(capsys, tiny_model_dir, tiny_data):
     boxes = tiny_data / "detections" / "val_boxes.json"
     code, out, err = run(

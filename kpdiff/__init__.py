@@ -17,6 +17,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "flip_keypoints",
         ),
         "decoder": (
+            "DecoderCondition",
             "PoseDecoder",
             "StepRescale",
             "timestep_embedding",

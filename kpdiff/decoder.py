@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -29,9 +29,32 @@ from kpdiff.encoder import PATCH_STRIDE
 from kpdiff.errors import KpdiffInputError, check_shape
 from kpdiff.lookup import FeaturePyramid, Fusion, HeatmapEmbed, LookupInteraction, ScaleFusion
 
-__all__ = ["PoseDecoder", "StepRescale", "timestep_embedding"]
+__all__ = ["DecoderCondition", "PoseDecoder", "StepRescale", "timestep_embedding"]
 
 LookupMode = Literal["full", "low_res", "none"]
+
+
+class DecoderCondition(NamedTuple):
+    """What :meth:`PoseDecoder.prepare` computes from 𝔽 once per clip, for every step and
+    hypothesis: a torch pytree (a NamedTuple of tuples of tensors), so
+    :func:`~kpdiff.sampling.repeat_cond` and ``tree_map`` reach its tensors.
+
+    Attributes:
+        pyramid: 𝔽ʲ, 𝔽 up-sampled ×1/×2/×4 for the n scales, each ``[B, dims_j, h·f_j, w·f_j]``.
+        terms: Tʲ, each scale's feature term (𝔽ʲ's share of its fusion), shaped as ``pyramid``.
+    """
+
+    pyramid: tuple[torch.Tensor, ...]
+    terms: tuple[torch.Tensor, ...]
+
+    @property
+    def batch_size(self) -> int:
+        """B, the clips it was computed for."""
+        return self.pyramid[0].shape[0]
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """The flat form ``(𝔽¹, …, 𝔽ⁿ, T¹, …, Tⁿ)`` (the exported graphs' inputs and outputs)."""
+        return (*self.pyramid, *self.terms)
 UP = PATCH_STRIDE // HEATMAP_STRIDE  # 4: heatmap pixels per pixel of 𝔽 (the pyramid's ×4)
 
 # (factor of 𝔽ʲ relative to 𝔽, mixer, lookup) for each scale used by a lookup mode.
@@ -149,40 +172,54 @@ class PoseDecoder(nn.Module):
         self.head = nn.Sequential(nn.GELU(), nn.Conv2d(out_dim, num_keypoints, 3, padding=1))
         nn.init.constant_(self.head[-1].bias, background)
 
-    def prepare(self, feat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def prepare(self, feat: torch.Tensor) -> DecoderCondition:
         """The step-invariant part, from 𝔽 ``[B, C, h, w]``: the size-matched pyramid 𝔽ʲ and
         each scale's feature term (𝔽ʲ's share of its block's fusion).
 
-        Returns ``(𝔽¹, …, 𝔽ⁿ, T¹, …, Tⁿ)`` for the n scales, both ``[B, dims_j, h·f_j, w·f_j]``.
+        Returns a :class:`DecoderCondition` ``(pyramid=(𝔽¹, …, 𝔽ⁿ), terms=(T¹, …, Tⁿ))`` for the
+        n scales, both ``[B, dims_j, h·f_j, w·f_j]``.
         """
-        pyramid = self.pyramid(feat)
-        terms = (block.feature_term(f) for block, f in zip(self.blocks, pyramid, strict=True))
-        return (*pyramid, *terms)
+        pyramid = tuple(self.pyramid(feat))
+        terms = tuple(block.feature_term(f) for block, f in zip(self.blocks, pyramid, strict=True))
+        return DecoderCondition(pyramid, terms)
+
+    def split_condition(self, cond: Any) -> tuple[tuple[torch.Tensor, ...], tuple[Any, ...]]:
+        """``(pyramid, terms)`` of ``cond``: a :class:`DecoderCondition`, its flat form
+        ``(𝔽¹, …, 𝔽ⁿ, T¹, …, Tⁿ)``, or the pyramid alone (terms ``None``: computed per step).
+
+        Raises:
+            KpdiffInputError: anything else, naming ``cond``.
+        """
+        n = len(self.blocks)
+        if isinstance(cond, DecoderCondition):
+            if len(cond.pyramid) == n and len(cond.terms) in (0, n):
+                return tuple(cond.pyramid), tuple(cond.terms) or (None,) * n
+            found = f"a DecoderCondition of {len(cond.pyramid)} + {len(cond.terms)} tensors"
+        else:
+            got = len(cond) if isinstance(cond, (tuple, list)) else None
+            if got in (n, 2 * n):
+                return tuple(cond[:n]), tuple(cond[n:]) if got == 2 * n else (None,) * n
+            found = type(cond).__name__ + ("" if got is None else f" of {got} tensors")
+        raise KpdiffInputError(
+            f"cond: expected the DecoderCondition of PoseDecoder.prepare ({n} + {n} tensors; or "
+            f"its flat {2 * n} tensors, or its first {n}, the pyramid), got {found}"
+        )
 
     def forward(
-        self, x_t: torch.Tensor, t: torch.Tensor, pyramid: Sequence[torch.Tensor]
+        self, x_t: torch.Tensor, t: torch.Tensor, cond: DecoderCondition | Sequence[torch.Tensor]
     ) -> torch.Tensor:
         """One denoiser evaluation (a :class:`~kpdiff.Denoiser` with ``cond = prepare(𝔽)``).
 
         Args:
             x_t: noisy heatmaps ``[B, K, H, W]`` in signal units, ``(H, W) = 4 × 𝔽``'s size.
             t: integer steps ``[B]``.
-            pyramid: the output of :meth:`prepare` for these B samples (or only its first n
-                tensors, the pyramid: the feature terms are then computed here).
+            cond: the :class:`DecoderCondition` of :meth:`prepare` for these B samples, its
+                flat form, or the pyramid alone (the feature terms are then computed here).
 
         Returns:
             x̂₀ ``[B, K, H, W]`` in signal units.
         """
-        n = len(self.blocks)
-        got = len(pyramid) if isinstance(pyramid, (tuple, list)) else None
-        if got not in (n, 2 * n):
-            found = type(pyramid).__name__ + ("" if got is None else f" of {got} tensors")
-            raise KpdiffInputError(
-                f"pyramid: expected the {2 * n} tensors of PoseDecoder.prepare (or its first "
-                f"{n}, the pyramid), got {found}"
-            )
-        terms = pyramid[n:] if got == 2 * n else (None,) * n
-        pyramid = pyramid[:n]
+        pyramid, terms = self.split_condition(cond)
         f0, feat0 = self.factors[0], pyramid[0]
         size = (feat0.shape[-2] * UP // f0, feat0.shape[-1] * UP // f0)
         sizes = check_shape("x_t", x_t, (feat0.shape[0], self.num_keypoints, *size))

@@ -24,7 +24,7 @@ from torch import nn
 
 from kpdiff.codecs import HEATMAP_STRIDE, GaussianHeatmapCodec, Refine, SignalRange
 from kpdiff.data.clips import ClipConfig
-from kpdiff.decoder import LookupMode, PoseDecoder
+from kpdiff.decoder import DecoderCondition, LookupMode, PoseDecoder
 from kpdiff.diffusion import HeatmapDiffusion, default_scheduler
 from kpdiff.encoder import SpatioTemporalEncoder
 from kpdiff.errors import KpdiffInputError, check_dtype, check_finite, check_shape
@@ -484,11 +484,11 @@ class DiffPose(PretrainedMixin):
             raise KpdiffInputError(f"preset: expected one of {sorted(PRESETS)}, got {name!r}")
         return cls(PRESETS[name], **overrides)
 
-    def condition(self, clips: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The step-invariant condition, once per clip: ``clips [B, 2δ+1, 3, H, W]`` → what
-        :meth:`PoseDecoder.prepare` makes of 𝔽 = encoder(clips): the pyramid 𝔽ʲ (𝔽 up-sampled
-        ×1/×2/×4, ``[B, C_j, h_j, w_j]``) followed by each scale's feature term Tʲ (𝔽ʲ's own
-        share of the fusion). Reuse it across N and ``steps``.
+    def condition(self, clips: torch.Tensor) -> DecoderCondition:
+        """The step-invariant condition, once per clip: ``clips [B, 2δ+1, 3, H, W]`` → the
+        :class:`~kpdiff.decoder.DecoderCondition` that :meth:`PoseDecoder.prepare` makes of
+        𝔽 = encoder(clips): ``pyramid`` 𝔽ʲ (𝔽 up-sampled ×1/×2/×4, ``[B, C_j, h_j, w_j]``) and
+        ``terms`` Tʲ (each scale's own share of the fusion). Reuse it across N and ``steps``.
 
         ``clips`` are checked as in :meth:`predict` (shape, B ≥ 1, normalised float images,
         finite, ``|x| <= 1e4``; float64 / float16 / bfloat16 are cast to the model's dtype).
@@ -563,7 +563,8 @@ class DiffPose(PretrainedMixin):
             num_samples: N ≥ 1. Default: the config's.
             steps: DDIM steps ≥ 1. Default: the config's.
             generator: a ``torch.Generator``. Default: the global RNG.
-            cond: the tuple from :meth:`condition` (finite float tensors with the shapes
+            cond: the :class:`~kpdiff.decoder.DecoderCondition` from :meth:`condition` (or
+                its flat tuple, ``cond.tensors()``; finite float tensors with the shapes
                 ``condition`` gives). With both ``clips`` and ``cond``, ``cond`` is used and
                 must be for the same B clips (its batch size must equal ``clips``').
             keep_hypotheses: also return the N heatmaps. Default ``False``.
@@ -576,48 +577,57 @@ class DiffPose(PretrainedMixin):
                 raise KpdiffInputError("predict: expected clips or cond, got neither")
             cond = self.condition(clips)
         else:
-            self._check_cond(cond)
+            batch = self._check_cond(cond)
             if clips is not None:
                 self.encoder.check_clips(clips)
-                if clips.shape[0] != cond[0].shape[0]:
+                if clips.shape[0] != batch:
                     raise KpdiffInputError(
-                        f"cond: batch size {cond[0].shape[0]} does not match clips' "
+                        f"cond: batch size {batch} does not match clips' "
                         f"{clips.shape[0]}; cond is used when both are given, so they must "
                         f"be for the same clips (or pass only one)"
                     )
-        shape = (cond[0].shape[0], self.config.num_keypoints, *self.config.heatmap_size)
+        batch = cond.batch_size if isinstance(cond, DecoderCondition) else cond[0].shape[0]
+        shape = (batch, self.config.num_keypoints, *self.config.heatmap_size)
         return self.sampler(
             self.denoise, cond, shape, num_samples=num_samples, steps=steps,
             generator=generator, keep_hypotheses=keep_hypotheses,
         )  # fmt: skip
 
-    def _check_cond(self, cond: Any) -> None:
-        """Raise unless ``cond`` has the form :meth:`condition` returns for some B ≥ 1."""
+    def _check_cond(self, cond: Any) -> int:
+        """Raise unless ``cond`` has the form :meth:`condition` returns (or its flat tuple) for
+        some B ≥ 1, on the model's device and finite; returns B."""
         n = len(self.decoder.blocks)
-        got = len(cond) if isinstance(cond, (tuple, list)) else None
-        if got not in (n, 2 * n) or not all(isinstance(c, torch.Tensor) for c in cond):
-            found = type(cond).__name__ + ("" if got is None else f" of {got}")
+        if isinstance(cond, DecoderCondition):
+            named = [(f"cond.pyramid[{j}]", c) for j, c in enumerate(cond.pyramid)]
+            named += [(f"cond.terms[{j}]", c) for j, c in enumerate(cond.terms)]
+        elif isinstance(cond, (tuple, list)):
+            named = [(f"cond[{i}]", c) for i, c in enumerate(cond)]
+        else:
+            named = []
+        if len(named) != 2 * n or not all(isinstance(c, torch.Tensor) for _, c in named):
+            found = type(cond).__name__ + (f" of {len(named)} tensors" if named else "")
             raise KpdiffInputError(
-                f"cond: expected the tuple from DiffPose.condition ({2 * n} tensors), got {found}"
+                f"cond: expected the DecoderCondition from DiffPose.condition ({n} + {n} "
+                f"tensors), got {found}"
             )
         h, w = self.encoder.feature_size
         dims = self.config.decoder_dims
         sizes: dict[str, int] = {}
-        for i, c in enumerate(cond):
+        for i, (name, c) in enumerate(named):
             f = self.decoder.factors[i % n]
-            want = ("B", dims[f.bit_length() - 1], h * f, w * f)
-            check_shape(f"cond[{i}]", c, want, sizes)
-            check_dtype(f"cond[{i}]", c)
+            check_shape(name, c, ("B", dims[f.bit_length() - 1], h * f, w * f), sizes)
+            check_dtype(name, c)
         if sizes["B"] < 1:
-            raise KpdiffInputError(f"cond: expected B >= 1, got {list(cond[0].shape)}")
+            raise KpdiffInputError(f"cond: expected B >= 1, got {list(named[0][1].shape)}")
         param = next(self.parameters())
-        for i, c in enumerate(cond):
+        for name, c in named:
             if c.device != param.device:
                 raise KpdiffInputError(
-                    f"cond[{i}]: expected a tensor on the model's device {param.device}, got "
+                    f"{name}: expected a tensor on the model's device {param.device}, got "
                     f"{c.device}"
                 )
-            check_finite(f"cond[{i}]", c)
+            check_finite(name, c)
+        return sizes["B"]
 
     def _check_heatmaps(self, heatmaps: torch.Tensor, batch: int) -> None:
         check_shape(

@@ -85,7 +85,7 @@ class _EncoderGraph(nn.Module):
         self.model = model
 
     def forward(self, clips: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.model.decoder.prepare(self.model.encoder(clips))
+        return self.model.decoder.prepare(self.model.encoder(clips)).tensors()
 
 
 class _DecoderStepGraph(nn.Module):
@@ -190,7 +190,7 @@ def _export(
         c = m.config
         gen = torch.Generator().manual_seed(0)
         clips = torch.randn(_EXAMPLE_BATCH, 2 * c.delta + 1, 3, *c.input_size, generator=gen)
-        cond = m.condition(clips)
+        cond = m.condition(clips).tensors()  # the graphs take the flat form
         m_batch = 2 * _EXAMPLE_BATCH  # two hypotheses of each clip
         x_t = torch.randn(m_batch, c.num_keypoints, *c.heatmap_size, generator=gen)
         t = torch.tensor([c.num_train_timesteps - 1, c.num_train_timesteps // 2] * _EXAMPLE_BATCH)

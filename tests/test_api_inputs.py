@@ -301,10 +301,17 @@ def test_predict_refuses_cond_of_other_clips():
     message = r"^cond: batch size 2 does not match clips' 1"
     with pytest.raises(KpdiffInputError, match=message):
         model.predict(tiny_clips(1), cond=cond, num_samples=1, steps=1)
-    with pytest.raises(KpdiffInputError, match=r"^cond\[0\]: expected shape"):
-        model.predict(cond=(cond[0][:, :3], *cond[1:]), num_samples=1, steps=1)
+    p, t = cond.pyramid, cond.terms
+    with pytest.raises(KpdiffInputError, match=r"^cond\.pyramid\[0\]: expected shape"):
+        model.predict(cond=cond._replace(pyramid=(p[0][:, :3], *p[1:])), num_samples=1, steps=1)
+    with pytest.raises(KpdiffInputError, match=r"^cond\.terms\[0\]: expected finite values"):
+        model.predict(cond=cond._replace(terms=(t[0] * NAN, *t[1:])), num_samples=1, steps=1)
+    # the flat form (cond.tensors(), what the exported graphs take) names positions
+    flat = cond.tensors()
     with pytest.raises(KpdiffInputError, match=r"^cond\[2\]: expected finite values"):
-        model.predict(cond=(*cond[:2], cond[2] * NAN, *cond[3:]), num_samples=1, steps=1)
+        model.predict(cond=(*flat[:2], flat[2] * NAN, *flat[3:]), num_samples=1, steps=1)
+    result = model.predict(cond=flat, num_samples=1, steps=1, generator=torch.Generator())
+    assert result.keypoints.shape[0] == 2
 
 
 def test_predict_clip_dtypes():
@@ -621,7 +628,7 @@ def test_fuzz_predict(clips, cond_batch, num_samples, steps):
         cond = model.condition(tiny_clips(cond_batch))
 
     def check(result: Any) -> None:
-        b = cond[0].shape[0] if cond is not None else clips.shape[0]
+        b = cond.batch_size if cond is not None else clips.shape[0]
         k, (h, w) = model.config.num_keypoints, model.config.heatmap_size
         finite_shaped(result.keypoints, (b, k, 2))
         finite_shaped(result.scores, (b, k))

@@ -7,10 +7,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils._pytree import tree_map
 
 from kpdiff import EnsembleSampler, GaussianHeatmapCodec, HeatmapDiffusion
-from kpdiff.decoder import PoseDecoder, StepRescale, timestep_embedding
+from kpdiff.decoder import DecoderCondition, PoseDecoder, StepRescale, timestep_embedding
 from kpdiff.errors import KpdiffInputError
+from kpdiff.sampling import repeat_cond
 
 K = 5
 
@@ -31,13 +33,18 @@ def test_shapes(lookup, fusion, b, h, w):
     dec = decoder(lookup=lookup, fusion=fusion)
     cond = dec.prepare(torch.randn(b, 16, h, w))
     n = {"full": 3, "low_res": 1, "none": 1}[lookup]  # the pyramid, then the feature terms
-    assert len(cond) == 2 * n
-    assert [c.shape for c in cond[:n]] == [c.shape for c in cond[n:]]
+    assert isinstance(cond, DecoderCondition) and cond.batch_size == b
+    assert len(cond.pyramid) == n and len(cond.terms) == n and len(cond.tensors()) == 2 * n
+    assert [c.shape for c in cond.pyramid] == [c.shape for c in cond.terms]
     x_t, t = torch.randn(b, K, 4 * h, 4 * w), torch.randint(0, 1000, (b,))
     out = dec(x_t, t, cond)
     assert out.shape == x_t.shape
-    # the pyramid alone: the terms are computed in forward, to the same result
-    torch.testing.assert_close(dec(x_t, t, cond[:n]), out, rtol=0, atol=0)
+    # the flat form, and the pyramid alone (the terms computed in forward): the same result
+    torch.testing.assert_close(dec(x_t, t, cond.tensors()), out, rtol=0, atol=0)
+    torch.testing.assert_close(dec(x_t, t, cond.pyramid), out, rtol=0, atol=0)
+    # a pytree: repeat_cond (the ensemble's batch of N hypotheses) keeps the structure
+    twice = repeat_cond(cond, 2)
+    assert isinstance(twice, DecoderCondition) and twice.batch_size == 2 * b
 
 
 @pytest.mark.parametrize("lookup", ["full", "low_res", "none"])
@@ -80,7 +87,7 @@ def test_samples_are_independent():
     dec = decoder().eval()
     pyramid = dec.prepare(torch.randn(4, 16, 2, 3))
     x, t = torch.randn(4, K, 8, 12), torch.tensor([1, 2, 3, 4])
-    one = dec(x[2:3], t[2:3], tuple(p[2:3] for p in pyramid))
+    one = dec(x[2:3], t[2:3], tree_map(lambda p: p[2:3], pyramid))
     torch.testing.assert_close(dec(x, t, pyramid)[2:3], one, atol=1e-5, rtol=1e-4)
 
 
@@ -96,10 +103,12 @@ def test_bad_inputs():
     dec = decoder()
     pyramid = dec.prepare(torch.randn(2, 16, 2, 3))
     x, t = torch.randn(2, K, 8, 12), torch.tensor([1, 2])
-    with pytest.raises(KpdiffInputError, match=r"pyramid: expected the 6 tensors .* first 3"):
-        dec(x, t, pyramid[:2])
-    with pytest.raises(KpdiffInputError, match="pyramid"):
-        dec(x, t, pyramid[0])
+    with pytest.raises(KpdiffInputError, match=r"cond: expected the DecoderCondition .* first 3"):
+        dec(x, t, pyramid.tensors()[:2])
+    with pytest.raises(KpdiffInputError, match=r"cond: .* got a DecoderCondition of 2 \+ 3"):
+        dec(x, t, pyramid._replace(pyramid=pyramid.pyramid[:2]))
+    with pytest.raises(KpdiffInputError, match=r"cond: .* got Tensor"):
+        dec(x, t, pyramid.pyramid[0])
     with pytest.raises(KpdiffInputError, match=r"x_t: expected shape \[2, 5, 8, 12\]"):
         dec(torch.randn(2, K + 1, 8, 12), t, pyramid)
     with pytest.raises(KpdiffInputError, match="x_t"):

@@ -94,7 +94,7 @@ def test_every_switch_trains_and_predicts(lookup, fusion, delta, b):
     config = MICRO.replace(lookup=lookup, fusion=fusion, delta=delta)
     model = DiffPose(config)
     clips, heatmaps, weights = batch(config, b=b)
-    assert model.condition(clips)[0].shape[0] == b
+    assert model.condition(clips).batch_size == b
     model.loss(clips, heatmaps, weights).backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert sum(g is not None and bool(g.abs().sum() > 0) for g in grads) > 0.9 * len(grads)
@@ -235,7 +235,7 @@ def test_bad_inputs_are_named():
         model.loss(clips, heatmaps, torch.ones(2, 17))
     with pytest.raises(KpdiffInputError, match="num_samples"):
         model.predict(clips, num_samples=0)
-    with pytest.raises(KpdiffInputError, match="cond: expected the tuple from"):
+    with pytest.raises(KpdiffInputError, match="cond: expected the DecoderCondition from"):
         model.predict(cond=model.encoder(clips))
 
 
@@ -247,7 +247,8 @@ def test_diffpose_b_shapes_and_gradients():
     cond = model.condition(clips)
     assert model.encoder(clips).shape == (1, 256, 16, 12)
     pyramid = [(1, 128, 16, 12), (1, 64, 32, 24), (1, 32, 64, 48)]
-    assert [tuple(c.shape) for c in cond] == pyramid * 2  # the pyramid, then the feature terms
+    assert [tuple(c.shape) for c in cond.pyramid] == pyramid
+    assert [tuple(c.shape) for c in cond.terms] == pyramid  # each scale's feature term
     x_t = torch.randn(1, 17, 64, 48)
     assert model.denoise(x_t, torch.tensor([999]), cond).shape == (1, 17, 64, 48)
     model.loss(clips, heatmaps, weights).backward()

@@ -137,7 +137,7 @@ def test_torch_export_format(exported, tmp_path):
     encoder = torch.export.load(tmp_path / "pt2" / "encoder.pt2").module()
     c = model.config
     clips = torch.randn(3, 3, 3, *c.input_size)  # B = 3: not the traced batch
-    for got, want in zip(encoder(clips), model.condition(clips), strict=True):
+    for got, want in zip(encoder(clips), model.condition(clips).tensors(), strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     with pytest.raises(KpdiffInputError, match=r"torch-export.*OnnxPoseSampler reads"):
         OnnxPoseSampler(tmp_path / "pt2")

@@ -55,6 +55,8 @@ class DecoderCondition(NamedTuple):
     def tensors(self) -> tuple[torch.Tensor, ...]:
         """The flat form ``(𝔽¹, …, 𝔽ⁿ, T¹, …, Tⁿ)`` (the exported graphs' inputs and outputs)."""
         return (*self.pyramid, *self.terms)
+
+
 UP = PATCH_STRIDE // HEATMAP_STRIDE  # 4: heatmap pixels per pixel of 𝔽 (the pyramid's ×4)
 
 # (factor of 𝔽ʲ relative to 𝔽, mixer, lookup) for each scale used by a lookup mode.

@@ -17,7 +17,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from kpdiff.data.posetrack import _load_json, read_posetrack
+from kpdiff.data.posetrack import read_posetrack
+from kpdiff.data.posetrack_json import _load_json
 from kpdiff.data.structures import FrameAnnotation
 from kpdiff.errors import KpdiffInputError
 from kpdiff.io import write_json_atomic

@@ -41,7 +41,7 @@ from kpdiff.errors import KpdiffInputError
 from kpdiff.io import write_json_atomic
 
 if TYPE_CHECKING:
-    from kpdiff.data.posetrack import _VideoTable
+    from kpdiff.data.posetrack18 import _VideoTable
 
 __all__ = [
     "PCKH_THRESHOLD",
@@ -257,7 +257,7 @@ class _ObjectVideo:
 
 
 class _TableVideo:
-    """A video read straight into arrays (:class:`kpdiff.data.posetrack._VideoTable`).
+    """A video read straight into arrays (:class:`kpdiff.data.posetrack18._VideoTable`).
 
     Attributes (both kinds of video): ``name``; ``paths [T]``, ``image_ids [T]``, ``labeled [T]``
     bool, ``n_persons [T]``; ``regions``: frame -> ignore polygons; ``duplicate_tracks()``;
@@ -656,26 +656,29 @@ def evaluate_files(
         frames: see :func:`posetrack_ap`; default ``"labeled"`` when the ground truth is
             PoseTrack21 (which poseval does not read), else ``"poseval"``.
     """
-    from kpdiff.data import posetrack as pt
+    from kpdiff.data.posetrack import _format_of, _read_files, list_annotation_files
+    from kpdiff.data.posetrack17 import _parse17
+    from kpdiff.data.posetrack18 import _video_tables18
+    from kpdiff.data.posetrack_json import _load_json
 
     sch = get_schema(schema)
-    files = pt.list_annotation_files(gt, split, "listing")
+    files = list_annotation_files(gt, split, "listing")
     formats: list[str] = []
 
     def reader(predictions: bool):
         def read(f: Path) -> list[_Video]:  # a file at a time: its JSON is dropped once read
-            data = pt._load_json(f)
-            formats.append(pt._format_of(data, f))
+            data = _load_json(f)
+            formats.append(_format_of(data, f))
             if formats[-1] == "posetrack17":
-                return [_ObjectVideo(v) for v in pt._parse17(data, f, predictions, sch)]
-            return [_TableVideo(t) for t in pt._video_tables18(data, f, predictions, sch)]
+                return [_ObjectVideo(v) for v in _parse17(data, f, predictions, sch)]
+            return [_TableVideo(t) for t in _video_tables18(data, f, predictions, sch)]
 
         return read
 
     gc_was_on = gc.isenabled()
     gc.disable()  # parsed JSON is millions of acyclic objects: collecting them finds nothing
     try:
-        truth = pt._read_files(files, reader(False))
+        truth = _read_files(files, reader(False))
     finally:
         if gc_was_on:
             gc.enable()
@@ -684,10 +687,10 @@ def evaluate_files(
     if frames not in ("poseval", "labeled"):
         raise KpdiffInputError(f"frames: expected 'poseval' or 'labeled', got {frames!r}")
     _check_threshold(threshold)
-    pred_files = pt.list_annotation_files(pred, split)
+    pred_files = list_annotation_files(pred, split)
     gc.disable()
     try:
-        predictions = pt._read_files(pred_files, reader(True))
+        predictions = _read_files(pred_files, reader(True))
     finally:
         if gc_was_on:
             gc.enable()

@@ -576,6 +576,7 @@ class DiffPose(PretrainedMixin):
             if clips is None:
                 raise KpdiffInputError("predict: expected clips or cond, got neither")
             cond = self.condition(clips)
+            batch = cond.batch_size
         else:
             batch = self._check_cond(cond)
             if clips is not None:
@@ -586,7 +587,6 @@ class DiffPose(PretrainedMixin):
                         f"{clips.shape[0]}; cond is used when both are given, so they must "
                         f"be for the same clips (or pass only one)"
                     )
-        batch = cond.batch_size if isinstance(cond, DecoderCondition) else cond[0].shape[0]
         shape = (batch, self.config.num_keypoints, *self.config.heatmap_size)
         return self.sampler(
             self.denoise, cond, shape, num_samples=num_samples, steps=steps,

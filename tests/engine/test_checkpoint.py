@@ -359,10 +359,9 @@ def test_saved_files_follow_the_umask(one_step_run):
 
 
 def test_metrics_log_is_strict_json(tmp_path):
-    import importlib
+    from kpdiff.engine.train_log import MetricsLog
 
-    module = importlib.import_module("kpdiff.engine.train")  # the package exports train()
-    log = module._MetricsLog(tmp_path / "m.jsonl", enabled=True)
+    log = MetricsLog(tmp_path / "m.jsonl", enabled=True)
     log.write(step=1, loss=float("nan"), val={"Mean": float("inf"), "x": [1.0, float("-inf")]})
     record = json.loads(
         log.path.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}")

@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 from kpdiff.diffpose import DiffPose
 from kpdiff.engine.checkpoint import latest_checkpoint, load_training_state
 from kpdiff.engine.config import load_config
-from kpdiff.engine.train import EpochSampler, train
+from kpdiff.engine.train import train
+from kpdiff.engine.train_steps import EpochSampler
 from kpdiff.errors import KpdiffInputError
 
 

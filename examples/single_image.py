@@ -30,10 +30,11 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from kpdiff import DiffPose
+from kpdiff import DiffPose, DiffPoseOverrides
 from kpdiff.data import (
     POSETRACK,
     AugmentConfig,
+    SyntheticConfig,
     TopDownClipDataset,
     boxes_for_frame,
     crop_to_image,
@@ -50,9 +51,12 @@ def experiment(out: Path, *, quick: bool, threads: int = 1) -> ExperimentConfig:
     """The tiny preset with δ = 0 and a DeiT backbone, on the synthetic set, sized for a CPU."""
     cfg = ExperimentConfig()
     cfg.model.preset = "diffpose-tiny"  # 128×96 crops → 32×24 heatmaps
-    cfg.model.overrides = {"delta": 0, "backbone": BACKBONE, "backbone_kwargs": {"depth": 3}}
+    cfg.model.overrides = DiffPoseOverrides(
+        delta=0, backbone=BACKBONE, backbone_kwargs={"depth": 3}
+    )
     cfg.data.root = str(out / "data")
-    cfg.data.synthetic_videos, cfg.data.synthetic_frames = (2, 6) if quick else (36, 8)
+    videos, frames = (2, 6) if quick else (36, 8)
+    cfg.data.synthetic = SyntheticConfig(num_videos=videos, frames_per_video=frames)
     cfg.data.augment = AugmentConfig(rotation=30, scale_range=(0.75, 1.25))  # milder: short run
     cfg.optim.lr, cfg.optim.batch_size = 1e-3, (8 if quick else 16)
     cfg.optim.epochs, cfg.optim.milestones = (1, ()) if quick else (14, (11,))

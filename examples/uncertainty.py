@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from scipy.stats import mannwhitneyu, spearmanr
 
-from kpdiff import DiffPose
-from kpdiff.data import AugmentConfig
+from kpdiff import DiffPose, DiffPoseOverrides
+from kpdiff.data import AugmentConfig, SyntheticConfig
 from kpdiff.engine import ExperimentConfig, evaluate_model, train
 from kpdiff.engine.data import prepare_datasets
 
@@ -41,7 +41,8 @@ def experiment(out: Path, *, quick: bool, threads: int = 1) -> ExperimentConfig:
     cfg = ExperimentConfig()
     cfg.model.preset = "diffpose-tiny"
     cfg.data.root = str(out / "data")
-    cfg.data.synthetic_videos, cfg.data.synthetic_frames = (2, 6) if quick else (36, 8)
+    videos, frames = (2, 6) if quick else (36, 8)
+    cfg.data.synthetic = SyntheticConfig(num_videos=videos, frames_per_video=frames)
     cfg.data.augment = AugmentConfig(rotation=30, scale_range=(0.75, 1.25))  # milder: short run
     cfg.optim.lr, cfg.optim.batch_size = 1e-3, (8 if quick else 16)
     cfg.optim.epochs, cfg.optim.milestones = (1, ()) if quick else (14, (11,))
@@ -155,9 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = experiment(out, quick=args.quick, threads=args.threads)
     if args.checkpoint:
         model = DiffPose.from_pretrained(args.checkpoint)
-        cfg.model.overrides = {k: getattr(model.config, k) for k in ("delta", "input_size")}
+        cfg.model.overrides = DiffPoseOverrides(
+            delta=model.config.delta, input_size=model.config.input_size
+        )
         if args.data:
-            cfg.data.root, cfg.data.synthetic = args.data, False  # read, never rebuild
+            cfg.data.root, cfg.data.synthetic = args.data, None  # read, never rebuild
         datasets = prepare_datasets(cfg, train=False)
     else:
         datasets = prepare_datasets(cfg)

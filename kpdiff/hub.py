@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from kpdiff.errors import KpdiffInputError
 
 if TYPE_CHECKING:
-    from kpdiff.diffpose import DiffPoseConfig
+    from kpdiff.diffpose_config import DiffPoseConfig
 
 __all__ = [
     "CARD_NAME",
@@ -210,12 +210,12 @@ class ModelCard:
                 f"datasets given to kpdiff.engine.train (schema `{data.custom.get('schema')}`): "
                 f"{train.get('clips', '?')} training clips of {train.get('class', 'a dataset')}."
             )
-        elif data.synthetic:
-            val = (data.synthetic_val_videos or data.synthetic_videos,
-                   data.synthetic_val_frames or data.synthetic_frames)  # fmt: skip
+        elif data.synthetic is not None:
+            train = data.synthetic.size_of(data.train_split)
+            val = data.synthetic.size_of(data.val_split)
             training = (
-                f"kpdiff's synthetic videos (schema `{data.schema}`, seed {data.synthetic_seed}): "
-                f"{data.synthetic_videos} training videos × {data.synthetic_frames} frames; "
+                f"kpdiff's synthetic videos (schema `{data.schema}`, seed {data.synthetic.seed}): "
+                f"{train[0]} training videos × {train[1]} frames; "
                 f"validation {val[0]} × {val[1]}."
             )
         else:

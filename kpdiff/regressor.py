@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from kpdiff.diffpose import DiffPoseConfig, PretrainedMixin, build_encoder
+from kpdiff.diffpose import PretrainedMixin, build_encoder
+from kpdiff.diffpose_config import DiffPoseConfig
 from kpdiff.errors import KpdiffInputError, check_finite, check_shape
 from kpdiff.lookup import FeaturePyramid
 from kpdiff.sampling import EnsembleResult
@@ -47,7 +48,7 @@ class HeatmapRegressor(PretrainedMixin):
     @classmethod
     def from_preset(cls, name: str, /, **overrides: Any) -> HeatmapRegressor:
         """The regressor with the encoder of a :data:`~kpdiff.PRESETS` entry."""
-        from kpdiff.diffpose import PRESETS
+        from kpdiff.diffpose_config import PRESETS
 
         if name not in PRESETS:
             raise KpdiffInputError(f"preset: expected one of {sorted(PRESETS)}, got {name!r}")

@@ -14,6 +14,7 @@ import torch
 from model_helpers import MICRO
 
 import kpdiff
+from kpdiff.data.synthetic import SyntheticConfig
 from kpdiff.diffpose import DiffPose
 from kpdiff.engine.config import ExperimentConfig, save_config
 from kpdiff.errors import KpdiffInputError
@@ -195,7 +196,7 @@ def test_push_to_hub_refuses_a_bad_repo_id_before_writing(offline, tmp_path, mon
 def test_model_card_from_a_run_has_its_data_and_best_ap(tmp_path):
     run = tmp_path / "run"
     config = ExperimentConfig()
-    config.data.synthetic_videos, config.data.synthetic_frames = 7, 9
+    config.data.synthetic = SyntheticConfig(num_videos=7, frames_per_video=9)
     config.eval.num_samples, config.eval.steps = 5, 2
     save_config(config, run / "experiment.yaml")
     assert ModelCard.from_run(run).ap is None  # never validated: "not measured"

@@ -31,6 +31,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -85,7 +86,7 @@ def run_variant(
     name, seed = job
     overrides, paper = VARIANTS[name]
     cfg = base_config(out, steps, quick)
-    cfg.model.overrides = {**cfg.model.overrides, **overrides}
+    cfg.model.overrides = replace(cfg.model.overrides, **overrides)
     cfg.runtime.seed = seed
     cfg.runtime.output_dir = str(out / "runs" / f"{slug(name)}_seed{seed}")
     torch.set_num_threads(cfg.runtime.threads)

@@ -131,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     main = int(os.environ.get("RANK", "0")) == 0
     say = print if main else (lambda *a, **k: None)
     say(f"config {config_path}" + (f" with {' '.join(overrides)}" if overrides else ""))
-    extra = f" {config.model.overrides}" if config.model.overrides else ""
+    extra = f" {config.model.overrides}" if config.model.overrides.changes() else ""
     say(f"  model {config.model.preset}{extra}")
     say(f"  data {config.data.root} (train {config.data.train_split}, val "
         f"{config.data.val_split} with boxes {config.data.val_boxes})")  # fmt: skip

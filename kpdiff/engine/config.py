@@ -11,13 +11,11 @@ In Python the sections are dataclasses: ``ExperimentConfig(optim=OptimConfig(lr=
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
-import types
-import typing
+import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,10 @@ import yaml
 
 from kpdiff.data.clips import AugmentConfig
 from kpdiff.data.detections import DEFAULT_MIN_SCORE
+from kpdiff.data.synthetic import SyntheticConfig
+from kpdiff.diffpose_config import PRESETS, DiffPoseConfig, DiffPoseOverrides
+from kpdiff.engine.config_checks import check_config
+from kpdiff.engine.yaml_types import build_dataclass
 from kpdiff.errors import KpdiffInputError
 from kpdiff.io import write_text_atomic
 
@@ -50,8 +52,10 @@ class ModelConfig:
 
     Args:
         preset: a ``DiffPose.from_preset`` name. Default ``"diffpose-tiny"``.
-        overrides: ``DiffPoseConfig`` fields to change from the preset (e.g. ``{"delta": 0}``).
-            Default ``{}``.
+        overrides: the ``DiffPoseConfig`` options to change from the preset, a typed
+            :class:`~kpdiff.DiffPoseOverrides` (``DiffPoseOverrides(delta=0)``); a mapping of
+            option names (``{"delta": 0}``, a YAML file's form) is checked and converted when
+            given or assigned. Default none.
         pretrained_backbone: local path of backbone weights (timm / MAE / ViTPose state dict),
             or ``None``. Default ``None``.
         compile_decoder: wrap the per-step decoder in ``torch.compile``. Default ``False``.
@@ -64,10 +68,29 @@ class ModelConfig:
     """
 
     preset: str = "diffpose-tiny"
-    overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: DiffPoseOverrides = field(default_factory=DiffPoseOverrides)
     pretrained_backbone: str | None = None
     compile_decoder: bool = False
     custom: dict[str, Any] | None = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "overrides":  # a mapping of option names is checked and typed here
+            try:
+                value = DiffPoseOverrides.coerce(value)
+            except KpdiffInputError as err:
+                raise KpdiffInputError(f"model.overrides: {err}") from None
+        super().__setattr__(name, value)
+
+    def diffpose_config(self) -> DiffPoseConfig:
+        """The model this section describes: ``PRESETS[preset]`` with ``overrides``."""
+        if self.preset not in PRESETS:
+            raise KpdiffInputError(
+                f"model.preset: expected one of {sorted(PRESETS)}, got {self.preset!r}"
+            )
+        try:
+            return self.overrides.apply(PRESETS[self.preset])
+        except KpdiffInputError as err:
+            raise KpdiffInputError(f"model.overrides: {err}") from None
 
 
 @dataclass
@@ -78,15 +101,12 @@ class DataConfig:
         root: dataset root in the PoseTrack18 layout (``images/``, ``annotations/<split>/``),
             or a PoseTrack17/21 root. Default ``"data/synthetic"``.
         schema: keypoint schema name. Default ``"posetrack"``.
-        synthetic: build the built-in synthetic dataset at ``root`` when it is not there yet.
-            Default ``True``.
-        synthetic_videos: videos of the synthetic training split. Default ``20``.
-        synthetic_frames: frames per synthetic training video. Default ``30``.
-        synthetic_val_videos: videos of the synthetic validation split; ``None``: as
-            ``synthetic_videos``. Default ``None``.
-        synthetic_val_frames: frames per synthetic validation video; ``None``: as
-            ``synthetic_frames``. Default ``None``.
-        synthetic_seed: seed of the synthetic set. Default ``0``.
+        synthetic: the built-in synthetic set to build at ``root`` when it is not there yet, a
+            :class:`~kpdiff.data.synthetic.SyntheticConfig` (videos and frames per split,
+            seed, occluders, detector noise, …); ``None``: never build, ``root`` must exist.
+            It is drawn in ``schema`` with that schema's registered rig, so its own ``schema``
+            is left at its default (or equals ``schema``) and ``rig`` at ``None``.
+            Default ``SyntheticConfig()`` (20 videos × 30 frames per split).
         train_split: the training split's name. Default ``"train"``.
         val_split: the validation split's name. Default ``"val"``.
         val_boxes: ``"gt"`` (ground-truth boxes) or the path of a detector-box JSON file
@@ -111,12 +131,7 @@ class DataConfig:
 
     root: str = "data/synthetic"
     schema: str = "posetrack"
-    synthetic: bool = True
-    synthetic_videos: int = 20
-    synthetic_frames: int = 30
-    synthetic_val_videos: int | None = None
-    synthetic_val_frames: int | None = None
-    synthetic_seed: int = 0
+    synthetic: SyntheticConfig | None = field(default_factory=SyntheticConfig)
     train_split: str = "train"
     val_split: str = "val"
     val_boxes: str = "gt"
@@ -247,91 +262,16 @@ class ExperimentConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (tuples as lists), the form written to YAML/JSON."""
-        return json.loads(json.dumps(asdict(self)))
+        """Plain dict (tuples as lists), the form written to YAML/JSON; ``model.overrides``
+        holds only the options it sets."""
+        data = _plain(self)
+        data["model"]["overrides"] = _plain(self.model.overrides.changes())
+        return data
 
 
-def _convert(value: Any, tp: Any, where: str) -> Any:
-    """Check and convert ``value`` to the annotated type ``tp`` (the subset used above)."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, where)
-            except KpdiffInputError as err:
-                errors.append(str(err))
-        raise KpdiffInputError(errors[0] if errors else f"{where}: bad value {value!r}")
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise KpdiffInputError(f"{where}: expected a list, got {value!r}")
-        if not args or (len(args) == 2 and args[1] is Ellipsis):
-            item = args[0] if args else Any
-            return tuple(_convert(v, item, where) for v in value)
-        if len(value) != len(args):
-            raise KpdiffInputError(f"{where}: expected {len(args)} values, got {value!r}")
-        return tuple(_convert(v, a, where) for v, a in zip(value, args, strict=True))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise KpdiffInputError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is Any:
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise KpdiffInputError(f"{where}: expected a number, got {value!r}")
-        try:
-            return float(value)
-        except OverflowError:  # an integer beyond float's range
-            raise KpdiffInputError(
-                f"{where}: expected a finite number, got an integer of {len(str(value))} digits"
-            ) from None
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise KpdiffInputError(f"{where}: expected an integer, got {value!r}")
-        if abs(value) >= 2**63:
-            raise KpdiffInputError(
-                f"{where}: expected an integer below 2^63, got one of {len(str(value))} digits"
-            )
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise KpdiffInputError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise KpdiffInputError(f"{where}: expected a string, got {value!r}")
-        return value
-    if is_dataclass(tp):
-        return _build(tp, value, where)
-    raise KpdiffInputError(f"{where}: unsupported type {tp}")
-
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise KpdiffInputError(
-            f"{where or 'config'}: expected a mapping, got {type(data).__name__}"
-        )
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise KpdiffInputError(
-            f"{where or 'config'}: unknown key(s) {', '.join(unknown)}; "
-            f"expected some of {', '.join(sorted(names))}"
-        )
-    kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
-    return cls(**kwargs)
+def _plain(obj: Any) -> Any:
+    """A dataclass (nested ones too) or a value as JSON types: dicts, lists, scalars."""
+    return json.loads(json.dumps(asdict(obj) if is_dataclass(obj) else obj))
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> ExperimentConfig:
@@ -342,146 +282,59 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Experiment
         source: names the origin in error messages (a file path). Default ``"config"``.
     """
     try:
-        config = _build(ExperimentConfig, {} if data is None else data, "")
-        _check_values(config)
+        config = build_dataclass(
+            ExperimentConfig, _upgrade({} if data is None else data, source), ""
+        )
+        check_config(config)
     except KpdiffInputError as err:
         raise KpdiffInputError(f"{source}: {err}") from None
     return config
 
 
-_CHOICES = {
-    ("data", "edge"): ("clamp", "repeat"),
-    ("runtime", "amp"): ("bf16", "fp16", "none"),
-    ("optim", "schedule"): ("step", "cosine"),
-}
+_LEGACY_SYNTHETIC = ("synthetic_videos", "synthetic_frames", "synthetic_val_videos",
+                     "synthetic_val_frames", "synthetic_seed")  # fmt: skip
 
 
-def check_config(config: ExperimentConfig) -> None:
-    """Check the values of a config built in Python (files and overrides are checked already).
-
-    Raises:
-        KpdiffInputError: naming the first field whose value cannot work (a negative or NaN
-            learning rate, ``max_steps: 0``, a reversed ``scale_range``, …).
-    """
-    _check_values(config)
-
-
-def _number(
-    where: str,
-    value: Any,
-    *,
-    low: float,
-    high: float = math.inf,
-    low_open: bool = False,
-    none: bool = False,
-) -> None:
-    """``value`` must be a finite number in ``[low, high]`` (``(low, high]`` with
-    ``low_open``), or ``None`` with ``none``."""
-    if value is None and none:
-        return
-    bad = isinstance(value, bool) or not isinstance(value, int | float)
-    if not bad:
-        try:
-            number = float(value)  # an int beyond float's range (10^400) does not fit
-        except OverflowError:
-            number = math.inf
-        bad = (
-            not math.isfinite(number)
-            or number > high
-            or (number <= low if low_open else number < low)
+def _upgrade(data: Any, source: str) -> Any:
+    """An experiment written before ``data.synthetic`` nested a ``SyntheticConfig`` (run folders
+    of kpdiff 0.1: ``synthetic: true`` and ``synthetic_videos``, ``synthetic_frames``,
+    ``synthetic_val_videos``, ``synthetic_val_frames``, ``synthetic_seed``) → today's layout,
+    drawing the same videos (the same build hash). Other data is returned as it is."""
+    section = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(section, dict):
+        return data
+    legacy = [k for k in _LEGACY_SYNTHETIC if k in section]
+    if not legacy and not isinstance(section.get("synthetic"), bool):
+        return data
+    section = dict(section)
+    old = {k: section.pop(k) for k in legacy}
+    build = section.pop("synthetic", True)
+    if build is False or build is None:
+        section["synthetic"] = None
+    elif build is True:
+        videos, frames = old.get("synthetic_videos", 20), old.get("synthetic_frames", 30)
+        val = [old.get("synthetic_val_videos") or videos, old.get("synthetic_val_frames") or frames]
+        train_split, val_split = (
+            section.get("train_split", "train"),
+            section.get("val_split", "val"),
         )
-    if bad:
-        lo = f"> {low:g}" if low_open else f">= {low:g}"
-        want = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f"a finite number {lo}"
-        raise KpdiffInputError(
-            f"{where}: expected {want}{' or null' if none else ''}, got {value!r}"
+        section["synthetic"] = {
+            "num_videos": videos,
+            "frames_per_video": frames,
+            "seed": old.get("synthetic_seed", 0),
+            "split_sizes": {val_split: val} if val_split != train_split else {},
+        }
+    else:  # a mapping beside the old keys: keep both, so the old keys are named as unknown
+        section["synthetic"] = build
+        section.update(old)
+    if legacy:
+        warnings.warn(
+            f"{source}: data.{', data.'.join(legacy)} are the old layout; read as "
+            f"data.synthetic (num_videos, frames_per_video, split_sizes, seed)",
+            FutureWarning,
+            stacklevel=3,
         )
-
-
-def _check_values(config: ExperimentConfig) -> None:
-    """Values that have the right type but cannot work (checked now, not hours into a run)."""
-    for (section, name), choices in _CHOICES.items():
-        value = getattr(getattr(config, section), name)
-        if value not in choices:
-            raise KpdiffInputError(f"{section}.{name}: expected one of {choices}, got {value!r}")
-    device = config.runtime.device
-    if device not in ("auto", "cpu", "cuda") and not (
-        device.startswith("cuda:") and device[5:].isdigit()
-    ):
-        raise KpdiffInputError(
-            f"runtime.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}"
-        )
-    for section, name in (("optim", "batch_size"), ("optim", "epochs"), ("eval", "batch_size"),
-                          ("eval", "num_samples"), ("eval", "steps"),
-                          ("runtime", "log_every")):  # fmt: skip
-        if getattr(getattr(config, section), name) < 1:
-            raise KpdiffInputError(f"{section}.{name}: expected >= 1")
-    for section, name in (("data", "workers"), ("eval", "every"), ("runtime", "threads"),
-                          ("optim", "warmup_steps")):  # fmt: skip
-        value = getattr(getattr(config, section), name)
-        if value < 0:
-            raise KpdiffInputError(f"{section}.{name}: expected an integer >= 0, got {value}")
-    project = config.runtime.wandb_project
-    if not isinstance(project, str) or not project.strip() or "/" in project or len(project) > 128:
-        raise KpdiffInputError(
-            f"runtime.wandb_project: expected a W&B project name (1-128 characters, no '/'), "
-            f"got {project!r}"
-        )
-    optim = config.optim
-    _number("optim.lr", optim.lr, low=0, low_open=True)
-    _number("optim.weight_decay", optim.weight_decay, low=0)
-    _number("optim.gamma", optim.gamma, low=0, low_open=True)
-    _number("optim.grad_clip", optim.grad_clip, low=0, low_open=True, none=True)
-    _number("optim.min_lr_ratio", optim.min_lr_ratio, low=0, high=1)
-    if optim.max_steps is not None and optim.max_steps < 1:
-        raise KpdiffInputError(
-            f"optim.max_steps: expected >= 1 or null (all epochs), got {optim.max_steps}"
-        )
-    if any(m < 1 for m in optim.milestones):
-        raise KpdiffInputError(
-            f"optim.milestones: expected epochs >= 1, got {list(optim.milestones)}"
-        )
-    if optim.ema_decay is not None and not 0 < optim.ema_decay < 1:
-        raise KpdiffInputError(
-            f"optim.ema_decay: expected in (0, 1) or null, got {optim.ema_decay}"
-        )
-    _number("data.min_box_score", config.data.min_box_score, low=-math.inf)
-    augment = config.data.augment
-    _number("data.augment.rotation", augment.rotation, low=0)
-    for name in ("rotation_prob", "flip_prob", "half_body_prob"):
-        _number(f"data.augment.{name}", getattr(augment, name), low=0, high=1)
-    low, high = augment.scale_range
-    _number("data.augment.scale_range", low, low=0, low_open=True)
-    _number("data.augment.scale_range", high, low=0, low_open=True)
-    if low > high:
-        raise KpdiffInputError(
-            f"data.augment.scale_range: expected [low, high] with low <= high, got {[low, high]}"
-        )
-    if augment.half_body_min_joints < 0:
-        raise KpdiffInputError(
-            f"data.augment.half_body_min_joints: expected >= 0, got {augment.half_body_min_joints}"
-        )
-    if augment.upper_body is not None and any(j < 0 for j in augment.upper_body):
-        raise KpdiffInputError(
-            f"data.augment.upper_body: expected joint ids >= 0, got {list(augment.upper_body)}"
-        )
-    data = config.data
-    for name in ("synthetic_videos", "synthetic_frames", "synthetic_val_videos",
-                 "synthetic_val_frames"):  # fmt: skip
-        value = getattr(data, name)
-        if value is not None and value < 1:
-            raise KpdiffInputError(f"data.{name}: expected >= 1, got {value}")
-    if config.eval.max_clips is not None and config.eval.max_clips < 1:
-        raise KpdiffInputError("eval.max_clips: expected >= 1 or null (all clips)")
-    from kpdiff.diffpose import PRESETS  # the model's options (imported late: timm, diffusers)
-
-    preset = config.model.preset
-    if preset not in PRESETS:
-        raise KpdiffInputError(f"model.preset: expected one of {sorted(PRESETS)}, got {preset!r}")
-    try:
-        PRESETS[preset].replace(**config.model.overrides)
-    except (KpdiffInputError, TypeError) as err:
-        raise KpdiffInputError(f"model.overrides: {err}") from None
+    return {**data, "data": section}
 
 
 def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
@@ -491,7 +344,7 @@ def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> Experimen
     ``model.overrides={delta: 0}``, ``data.val_boxes=gt``); nested sections take a longer path
     (``data.augment.rotation=30``).
     """
-    data = config.to_dict()
+    data = _plain(config)  # every key, so model.overrides.delta=0 finds its field
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or "." not in key:
@@ -501,7 +354,8 @@ def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> Experimen
         for part in parents:  # sections and nested dataclasses (data.augment.rotation=30)
             node = node.get(part) if isinstance(node, dict) else None
         if not isinstance(node, dict) or name not in node:
-            raise KpdiffInputError(f"override {item!r}: unknown key {key}")
+            hint = " (now data.synthetic.<field>)" if name in _LEGACY_SYNTHETIC else ""
+            raise KpdiffInputError(f"override {item!r}: unknown key {key}{hint}")
         try:
             node[name] = yaml.safe_load(raw)
         except (yaml.YAMLError, ValueError, RecursionError) as err:  # ValueError: 10^5000

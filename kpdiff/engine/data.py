@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from torch.utils.data import Dataset
@@ -11,8 +11,9 @@ from kpdiff.data.clips import TopDownClipDataset
 from kpdiff.data.posetrack import read_posetrack
 from kpdiff.data.schemas import KeypointSchema, get_schema
 from kpdiff.data.structures import VideoAnnotation
-from kpdiff.data.synthetic import SyntheticConfig, build_synthetic_dataset
-from kpdiff.diffpose import PRESETS, DiffPose, DiffPoseConfig
+from kpdiff.data.synthetic import build_synthetic_dataset
+from kpdiff.diffpose import DiffPose
+from kpdiff.diffpose_config import DiffPoseConfig
 from kpdiff.engine.config import ExperimentConfig
 from kpdiff.engine.distributed import DistInfo, barrier
 from kpdiff.errors import KpdiffInputError
@@ -47,7 +48,7 @@ class Datasets:
 
 def build_model(config: ExperimentConfig, *, num_keypoints: int | None = None) -> DiffPose:
     """The model of ``config.model`` (preset + overrides), with ``num_keypoints`` joints."""
-    overrides = dict(config.model.overrides)
+    overrides = config.model.overrides.changes()
     if num_keypoints is not None:
         overrides.setdefault("num_keypoints", num_keypoints)
     overrides.setdefault("schema", get_schema(config.data.schema).name)
@@ -61,24 +62,16 @@ def ensure_dataset(config: ExperimentConfig, info: DistInfo | None = None) -> Pa
     """Build the synthetic dataset at ``data.root`` when asked and missing (rank 0 builds)."""
     data = config.data
     root = Path(data.root)
-    if data.synthetic:
+    if data.synthetic is not None:
         if info is None or info.is_main:
-            val = (data.synthetic_val_videos or data.synthetic_videos,
-                   data.synthetic_val_frames or data.synthetic_frames)  # fmt: skip
             build_synthetic_dataset(
                 root,
-                SyntheticConfig(
-                    num_videos=data.synthetic_videos,
-                    frames_per_video=data.synthetic_frames,
-                    seed=data.synthetic_seed,
-                    schema=data.schema,
-                    split_sizes={data.val_split: val} if data.val_split != data.train_split else {},
-                ),
+                replace(data.synthetic, schema=data.schema),
                 splits=tuple(dict.fromkeys([data.train_split, data.val_split])),
             )
         barrier()
     elif not root.exists():
-        raise KpdiffInputError(f"data.root: {root} does not exist (and data.synthetic is false)")
+        raise KpdiffInputError(f"data.root: {root} does not exist (and data.synthetic is null)")
     return root
 
 
@@ -128,8 +121,4 @@ def resolve_boxes(val_boxes: str, root: Path) -> Path | None:
 
 def model_config(config: ExperimentConfig) -> DiffPoseConfig:
     """The ``DiffPoseConfig`` that ``config.model`` describes (preset + overrides)."""
-    if config.model.preset not in PRESETS:
-        raise KpdiffInputError(
-            f"model.preset: expected one of {sorted(PRESETS)}, got {config.model.preset!r}"
-        )
-    return PRESETS[config.model.preset].replace(**config.model.overrides)
+    return config.model.diffpose_config()

@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from kpdiff.data.synthetic import SyntheticConfig
 from kpdiff.diffpose import DiffPose
+from kpdiff.diffpose_config import DiffPoseOverrides
 from kpdiff.engine.config import ExperimentConfig
 from kpdiff.engine.data import build_model, prepare_datasets
 from kpdiff.engine.evaluate import SweepResult, evaluate_model
@@ -45,12 +47,13 @@ def demo_config(
     cfg.data.root = str(out / "data")
     # Training data that cannot be memorised: 1,000 short videos (about 19,000 clips, each seen
     # about 1.7 times); validation keeps the fixed 20 × 30-frame set of generator version 1.
-    cfg.data.synthetic_videos, cfg.data.synthetic_frames = 1000, 10
-    cfg.data.synthetic_val_videos, cfg.data.synthetic_val_frames = 20, 30
+    cfg.data.synthetic = SyntheticConfig(
+        num_videos=1000, frames_per_video=10, split_sizes={"val": (20, 30)}
+    )
     cfg.model.preset = "diffpose-tiny"
     # Train more often at high noise and on x_t built from the model's own first guess (the
     # measured effect of each is in docs/ablations.md).
-    cfg.model.overrides = {"t_power": 3.0, "self_align": 0.7}
+    cfg.model.overrides = DiffPoseOverrides(t_power=3.0, self_align=0.7)
     cfg.optim.lr = 1e-3
     cfg.optim.batch_size = 16
     cfg.optim.epochs = 2
@@ -70,8 +73,9 @@ def demo_config(
     cfg.data.workers = 0
     cfg.runtime.threads = 2
     if quick:
-        cfg.data.synthetic_videos, cfg.data.synthetic_frames = 3, 8
-        cfg.data.synthetic_val_videos, cfg.data.synthetic_val_frames = 3, 8
+        cfg.data.synthetic = SyntheticConfig(
+            num_videos=3, frames_per_video=8, split_sizes={"val": (3, 8)}
+        )
         cfg.optim.epochs = 2
         cfg.optim.max_steps = None
         cfg.optim.warmup_steps = 2

@@ -34,7 +34,7 @@ def experiment_record(
     if datasets is not None and not _datasets_as_configured(config, datasets):
         data_record = {
             "note": "the datasets passed to train(datasets=...): the settings above that build "
-            "datasets (root, synthetic_*, splits, val_boxes, min_box_score, edge, augment) did "
+            "datasets (root, synthetic, splits, val_boxes, min_box_score, edge, augment) did "
             "not build them",
             "schema": datasets.schema.name,
             "train": _dataset_record(datasets.train),

@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from kpdiff.data.synthetic import SyntheticConfig
 from kpdiff.engine.config import ExperimentConfig
 
 HERE = Path(__file__).resolve().parent
@@ -19,10 +20,8 @@ def tiny_experiment(data_root: str | Path, output_dir: str | Path) -> Experiment
     cfg = ExperimentConfig()
     cfg.model.preset = "diffpose-tiny"
     cfg.data.root = str(data_root)
-    cfg.data.synthetic = True  # already built with these settings by the fixture: a no-op
-    cfg.data.synthetic_videos = VIDEOS
-    cfg.data.synthetic_frames = FRAMES
-    cfg.data.synthetic_seed = SEED
+    # already built with these settings by the fixture: a no-op
+    cfg.data.synthetic = SyntheticConfig(num_videos=VIDEOS, frames_per_video=FRAMES, seed=SEED)
     cfg.optim.lr = 1e-3
     cfg.optim.epochs = 3
     cfg.optim.milestones = (2,)

@@ -68,7 +68,7 @@ def test_train_overrides_with_spaces_and_several_per_flag(capsys, tiny_yaml, tmp
     )  # fmt: skip
     assert code == 0, err
     cfg = load_config(tmp_path / "run" / "experiment.yaml")
-    assert cfg.model.overrides == {"delta": 0, "lookup": "none"}
+    assert cfg.model.overrides.changes() == {"delta": 0, "lookup": "none"}
     assert cfg.optim.max_steps == 1 and cfg.optim.lr == 2e-3
     saved = json.loads((latest_checkpoint(tmp_path / "run") / "config.json").read_text())
     assert saved["delta"] == 0 and saved["lookup"] == "none"

@@ -12,6 +12,8 @@ import yaml
 from engine_helpers import REPO, tiny_experiment
 
 from kpdiff.data.clips import AugmentConfig
+from kpdiff.data.synthetic import SyntheticConfig
+from kpdiff.diffpose_config import PRESETS, DiffPoseConfig, DiffPoseOverrides
 from kpdiff.engine.config import (
     ExperimentConfig,
     apply_overrides,
@@ -32,6 +34,7 @@ def changed_config() -> ExperimentConfig:
     cfg.model.overrides = {"delta": 0, "lookup": "none"}
     cfg.data.augment = AugmentConfig(rotation=30.0, scale_range=(0.7, 1.3), upper_body=(0, 1, 2))
     cfg.data.val_boxes = "boxes.json"
+    cfg.data.synthetic = SyntheticConfig(num_videos=3, split_sizes={"val": (2, 5)}, blur_prob=0.0)
     cfg.optim.grad_clip = None
     cfg.optim.max_steps = 7
     cfg.optim.milestones = (1, 2)
@@ -103,7 +106,7 @@ def test_overrides_change_single_fields():
     )
     assert cfg.optim.lr == 1e-3
     assert cfg.optim.milestones == (5, 8)
-    assert cfg.model.overrides == {"delta": 0}
+    assert cfg.model.overrides.changes() == {"delta": 0}
     assert cfg.optim.max_steps == 12 and cfg.optim.grad_clip is None
     assert cfg.runtime.progress is False
     assert cfg.data.augment.rotation == 30.0 and cfg.data.augment.scale_range == (0.8, 1.2)
@@ -118,8 +121,89 @@ def test_load_config_applies_overrides(tmp_path):
     path = tmp_path / "exp.yaml"
     save_config(changed_config(), path)
     cfg = load_config(path, ["optim.epochs=9", "model.overrides={delta: 1}"])
-    assert cfg.optim.epochs == 9 and cfg.model.overrides == {"delta": 1}
+    assert cfg.optim.epochs == 9 and cfg.model.overrides.changes() == {"delta": 1}
     assert cfg.optim.max_steps == 7  # from the file
+
+
+def test_a_nested_path_changes_one_field_of_a_nested_section():
+    base = demo_config_for_tests()
+    cfg = apply_overrides(
+        base, ["model.overrides.delta=0", "data.synthetic.num_videos=5", "data.synthetic.seed=3"]
+    )
+    assert cfg.model.overrides.changes() == {**base.model.overrides.changes(), "delta": 0}
+    assert (cfg.data.synthetic.num_videos, cfg.data.synthetic.seed) == (5, 3)
+    assert cfg.data.synthetic.split_sizes == base.data.synthetic.split_sizes  # kept
+    assert apply_overrides(base, ["data.synthetic=null"]).data.synthetic is None
+    # the old command-line form still means "never build"
+    assert apply_overrides(base, ["data.synthetic=false"]).data.synthetic is None
+    with pytest.raises(KpdiffInputError, match=r"data\.synthetic_videos.*now data\.synthetic"):
+        apply_overrides(base, ["data.synthetic_videos=4"])
+
+
+def demo_config_for_tests() -> ExperimentConfig:
+    from kpdiff.engine.demo import demo_config
+
+    return demo_config()
+
+
+def test_model_overrides_are_typed_from_the_model_config():
+    # one field per DiffPoseConfig option, of its type or None, and nothing else
+    names = [f.name for f in dataclasses.fields(DiffPoseOverrides)]
+    assert names == [f.name for f in dataclasses.fields(DiffPoseConfig)]
+    cfg = ExperimentConfig()
+    cfg.model.overrides = {"delta": 0, "decoder_dims": [8, 4, 2], "mlp_ratio": 2}  # a mapping
+    assert isinstance(cfg.model.overrides, DiffPoseOverrides)
+    assert cfg.model.overrides.decoder_dims == (8, 4, 2) and cfg.model.overrides.mlp_ratio == 2.0
+    built = cfg.model.diffpose_config()
+    assert built == PRESETS["diffpose-tiny"].replace(delta=0, decoder_dims=(8, 4, 2), mlp_ratio=2.0)
+    assert cfg.to_dict()["model"]["overrides"] == {"delta": 0, "mlp_ratio": 2.0,
+                                                   "decoder_dims": [8, 4, 2]}  # fmt: skip
+    assert "None" not in repr(cfg.model.overrides)  # the repr shows what is set
+    with pytest.raises(KpdiffInputError, match=r"model\.overrides.*lookup.*maybe"):
+        cfg.model.overrides = {"lookup": "maybe"}
+    with pytest.raises(KpdiffInputError, match=r"model\.overrides.*widht"):
+        cfg.model.overrides = {"widht": 3}
+
+
+def test_run_files_of_the_old_data_layout_still_load_into_the_same_build(tmp_path):
+    # kpdiff 0.1 wrote data.synthetic: true and flat synthetic_* keys into experiment.yaml
+    old = tmp_path / "experiment.yaml"
+    old.write_text(
+        "data:\n  root: d\n  synthetic: true\n  synthetic_videos: 1000\n"
+        "  synthetic_frames: 10\n  synthetic_val_videos: 20\n  synthetic_val_frames: 30\n"
+        "  synthetic_seed: 0\n"
+    )
+    with pytest.warns(FutureWarning, match=r"experiment\.yaml: data\.synthetic_videos"):
+        cfg = load_config(old)
+    demo = demo_config_for_tests().data.synthetic
+    assert cfg.data.synthetic == demo
+    assert cfg.data.synthetic.fingerprint() == demo.fingerprint()  # the same videos, no rebuild
+    # the old defaults: validation as large as training
+    with pytest.warns(FutureWarning):
+        cfg = config_from_dict({"data": {"synthetic_videos": 4, "val_split": "v"}})
+    assert cfg.data.synthetic.size_of("v") == (4, 30) and cfg.data.synthetic.size_of("train") == (
+        4,
+        30,
+    )
+    off = config_from_dict({"data": {"synthetic": False}})
+    assert off.data.synthetic is None
+
+
+@pytest.mark.parametrize(
+    ("section", "names"),
+    [
+        ({"schema": "coco"}, ["data.synthetic.schema", "posetrack", "coco"]),
+        ({"rig": {"root": "x"}}, ["data.synthetic.rig"]),
+        ({"num_videos": 0}, ["data.synthetic", "num_videos"]),
+        ({"split_sizes": {"val": [1]}}, ["data.synthetic.split_sizes.val"]),
+        ({"videos": 3}, ["data.synthetic", "videos", "num_videos"]),
+    ],
+)
+def test_a_bad_synthetic_section_is_named(section, names):
+    with pytest.raises(KpdiffInputError) as err:
+        config_from_dict({"data": {"synthetic": section}}, "exp.yaml")
+    for name in ["exp.yaml", *names]:
+        assert name in str(err.value)
 
 
 @pytest.mark.parametrize(
@@ -297,7 +381,7 @@ def test_paper_configs_hold_the_paper_settings(name):
     assert a.rotation == 45 and a.scale_range == (0.65, 1.35)
     assert a.flip_prob > 0 and a.half_body_prob > 0
     assert cfg.data.val_boxes != "gt" and cfg.data.val_boxes.endswith(".json")
-    assert cfg.data.synthetic is False and cfg.data.min_box_score == 0.2
+    assert cfg.data.synthetic is None and cfg.data.min_box_score == 0.2
     assert "per GPU" in (CONFIGS / f"{name}.yaml").read_text()
 
 

@@ -187,7 +187,7 @@ def test_train_builds_the_synthetic_data_when_missing(make_config, tmp_path):
 def test_missing_real_dataset_is_a_clear_error(make_config, tmp_path):
     cfg = make_config()
     cfg.data.root = str(tmp_path / "nowhere")
-    cfg.data.synthetic = False
+    cfg.data.synthetic = None
     with pytest.raises(KpdiffInputError, match=r"data\.root"):
         train(cfg)
 
@@ -213,7 +213,7 @@ def test_training_targets_use_the_model_sigma(make_config):
     from kpdiff.engine.data import prepare_datasets
 
     config = make_config()
-    config.model.overrides = {**config.model.overrides, "sigma": 3.0}
+    config.model.overrides = dataclasses.replace(config.model.overrides, sigma=3.0)
     datasets = prepare_datasets(config)
     item = datasets.val[0]  # no augmentation: the targets of the crop's keypoints
     size = tuple(item["heatmaps"].shape[-2:])

@@ -16,6 +16,7 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "flip_heatmaps",
             "flip_keypoints",
         ),
+        "data.records": ("PersonPose",),
         "decoder": (
             "DecoderCondition",
             "PoseDecoder",
@@ -65,7 +66,6 @@ __all__, __getattr__, __dir__ = lazy_exports(
         ),
         "pipeline": (
             "FramePoses",
-            "PersonPose",
             "PosePipeline",
         ),
         "regressor": ("HeatmapRegressor",),

@@ -28,14 +28,9 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from kpdiff.data.clips import (
-    IMAGE_SUFFIXES,
-    ClipSample,
-    TopDownClipDataset,
-    batch_poses,
-    read_frame,
-)
+from kpdiff.data.clips import IMAGE_SUFFIXES, ClipSample, TopDownClipDataset, read_frame
 from kpdiff.data.detections import DEFAULT_MIN_SCORE, image_key, read_detections
+from kpdiff.data.records import PersonPose, batch_poses
 from kpdiff.data.schemas import KeypointSchema, get_schema
 from kpdiff.detection import PersonDetector
 from kpdiff.drawing import draw_poses
@@ -43,29 +38,7 @@ from kpdiff.errors import KpdiffInputError
 from kpdiff.tracking import IoUTracker
 from kpdiff.video import VideoFile, frame_name
 
-__all__ = ["FramePoses", "PersonPose", "PosePipeline"]
-
-
-@dataclass(frozen=True)
-class PersonPose:
-    """One person's pose on one frame, in image pixels.
-
-    Attributes:
-        keypoints: ``[K, 2]`` float64 ``(x, y)`` in image pixels.
-        scores: ``[K]`` joint scores (the heatmap's maximum × the box score).
-        spread: ``[K]`` the ensemble's disagreement per joint in image pixels (an uncertainty:
-            large where the N hypotheses disagree).
-        box: ``[4]`` the person box ``xywh`` in image pixels.
-        box_score: the detector's (or box file's) score of the box.
-        track_id: the same person across the frames of a video (from the tracker).
-    """
-
-    keypoints: np.ndarray
-    scores: np.ndarray
-    spread: np.ndarray
-    box: np.ndarray
-    box_score: float
-    track_id: int
+__all__ = ["FramePoses", "PosePipeline"]
 
 
 @dataclass
@@ -75,7 +48,8 @@ class FramePoses:
     Attributes:
         index: the frame's position in the video (0-based).
         image: the frame, BGR ``uint8`` ``[H, W, 3]``.
-        persons: its people, in the order of their boxes.
+        persons: its people (:class:`~kpdiff.data.records.PersonPose`, tracked), in the order
+            of their boxes.
         schema: the keypoint schema (names and skeleton).
     """
 
@@ -87,18 +61,19 @@ class FramePoses:
     def keypoints(self) -> np.ndarray:
         """``[P, K, 3]`` ``(x, y, score)`` of the frame's people (``[0, K, 3]`` for none)."""
         k = self.schema.num_keypoints
-        rows = [np.column_stack([p.keypoints, p.scores]) for p in self.persons]
+        rows = [p.triplets() for p in self.persons]
         return np.stack(rows) if rows else np.zeros((0, k, 3))
 
     def plot(self, *, min_score: float = 0.2, spread: bool = True) -> np.ndarray:
         """The frame with its skeletons drawn (:func:`~kpdiff.drawing.draw_poses`), a new BGR
         ``uint8`` ``[H, W, 3]`` array; colours follow the track ids, and with ``spread``
         (default) a joint's circle grows with its uncertainty. Default ``min_score`` ``0.2``."""
+        drawn = self.persons and all(p.spread is not None for p in self.persons)
         return draw_poses(
             self.image,
             self.keypoints(),
             self.schema,
-            spread=np.stack([p.spread for p in self.persons]) if spread and self.persons else None,
+            spread=np.stack([p.spread for p in self.persons]) if spread and drawn else None,
             track_ids=[p.track_id for p in self.persons],
             min_score=min_score,
         )
@@ -246,7 +221,7 @@ class _Run:
         self.window: dict[int, np.ndarray] = {}  # frames a clip still needs
         self.boxes: dict[int, np.ndarray] = {}  # usable boxes of frames not yet cropped
         self.pending: deque[dict[str, Any]] = deque()  # cropped clips waiting for a batch
-        self.rows: dict[int, list[dict[str, Any]]] = {}  # predicted people per frame
+        self.rows: dict[int, list[PersonPose]] = {}  # predicted people per frame
         self.waiting: dict[int, int] = {}  # clips per frame not yet predicted
         self.tracker = dataclasses.replace(pipe.tracker)  # fresh state
         self.generator = torch.Generator(device=pipe.device).manual_seed(pipe.seed)
@@ -283,10 +258,12 @@ class _Run:
             i = self.next_out
             rows = self.rows.pop(i, [])
             ids = self.tracker.update(
-                np.array([r["box"] for r in rows]).reshape(-1, 4),
-                np.array([r["box_score"] for r in rows]),
+                np.array([r.box for r in rows]).reshape(-1, 4),
+                np.array([r.box_score for r in rows]),
             )
-            persons = [_person(r, int(t)) for r, t in zip(rows, ids, strict=True)]
+            persons = [
+                dataclasses.replace(r, track_id=int(t)) for r, t in zip(rows, ids, strict=True)
+            ]
             del self.waiting[i]
             self.next_out += 1
             yield FramePoses(i, self.images.pop(i), persons, self.pipe.schema)
@@ -311,8 +288,8 @@ class _Run:
             generator=self.generator,
         )
         for row in batch_poses(batch, result):
-            self.rows.setdefault(row["frame_index"], []).append(row)
-            self.waiting[row["frame_index"]] -= 1
+            self.rows.setdefault(row.frame_index, []).append(row)
+            self.waiting[row.frame_index] -= 1
 
 
 class _Window:
@@ -323,18 +300,6 @@ class _Window:
 
     def get(self, path: str) -> np.ndarray:
         return self.frames[int(Path(path).stem)]
-
-
-def _person(row: dict[str, Any], track_id: int) -> PersonPose:
-    kp = np.asarray(row["keypoints"], np.float64)
-    return PersonPose(
-        keypoints=kp[:, :2].copy(),
-        scores=kp[:, 2].copy(),
-        spread=np.asarray(row["spread"], np.float64),
-        box=np.asarray(row["box"], np.float64),
-        box_score=float(row["box_score"]),
-        track_id=track_id,
-    )
 
 
 def _frames(source: Any) -> tuple[str, Iterator[np.ndarray], list[str] | None]:

@@ -3,6 +3,7 @@ array, generator), lazily over a long stream, with a detector or given boxes, tr
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -11,8 +12,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from kpdiff.data.clips import ClipConfig, TopDownClipDataset, batch_poses
+from kpdiff.data.clips import ClipConfig, TopDownClipDataset
 from kpdiff.data.detections import read_detections
+from kpdiff.data.records import PersonPose, batch_poses
 from kpdiff.data.structures import FrameAnnotation, VideoAnnotation
 from kpdiff.data.synthetic import SyntheticConfig, build_synthetic_dataset
 from kpdiff.detection import PersonDetector
@@ -61,7 +63,7 @@ def as_rows(frames: list[FramePoses]) -> list[tuple[int, int, np.ndarray]]:
             for f in frames for p in f.persons]  # fmt: skip
 
 
-def whole_video(model: DiffPose, folder: Path, box_file: Path) -> list[dict]:
+def whole_video(model: DiffPose, folder: Path, box_file: Path) -> list[PersonPose]:
     """The poses the plain way: every clip of the video in a dataset, batches in order."""
     frames = sorted(folder.glob("*.jpg"))
     video = VideoAnnotation(folder.name, [
@@ -80,14 +82,13 @@ def whole_video(model: DiffPose, folder: Path, box_file: Path) -> list[dict]:
                 generator=generator,
             )  # fmt: skip
             rows += batch_poses(batch, result)
-    tracker = IoUTracker()
+    tracker, tracked = IoUTracker(), []
     for i in range(len(frames)):
-        here = [r for r in rows if r["frame_index"] == i]
-        boxes = np.array([r["box"] for r in here]).reshape(-1, 4)
-        ids = tracker.update(boxes, np.array([r["box_score"] for r in here]))
-        for r, t in zip(here, ids, strict=True):
-            r["track_id"] = int(t)
-    return rows
+        here = [r for r in rows if r.frame_index == i]
+        boxes = np.array([r.box for r in here]).reshape(-1, 4)
+        ids = tracker.update(boxes, np.array([r.box_score for r in here]))
+        tracked += [dataclasses.replace(r, track_id=int(t)) for r, t in zip(here, ids, strict=True)]
+    return tracked
 
 
 def test_same_poses_as_the_whole_video_in_one_dataset(pipe, model_dir, video):
@@ -98,12 +99,13 @@ def test_same_poses_as_the_whole_video_in_one_dataset(pipe, model_dir, video):
     got = as_rows(frames)
     assert len(got) == len(reference) > 0
     for (index, track, values), want in zip(got, reference, strict=True):
-        assert index == want["frame_index"] and track == want["track_id"]
-        expected = np.column_stack([want["keypoints"], want["spread"]])
+        assert index == want.frame_index and track == want.track_id
+        expected = np.column_stack([want.keypoints, want.scores, want.spread])
         np.testing.assert_allclose(values, expected, rtol=0, atol=1e-9)
     # VideoPredictor (kpdiff predict) is this pipeline over the whole video
     whole = VideoPredictor(DiffPose.from_pretrained(model_dir), **SETTINGS)(folder, box_file)
-    assert [(p["frame_index"], p["track_id"]) for p in whole.persons] == [(i, t) for i, t, _ in got]
+    assert [(p.frame_index, p.track_id) for p in whole.persons] == [(i, t) for i, t, _ in got]
+    assert [p.video for p in whole.persons] == [folder.name] * len(got)
     first = frames[0]
     assert first.image.shape == cv2.imread(str(sorted(folder.glob("*.jpg"))[0])).shape
     person = first.persons[0]

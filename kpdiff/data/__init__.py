@@ -31,6 +31,10 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "write_posetrack18",
             "write_posetrack18_predictions",
         ),
+        "records": (
+            "PersonPose",
+            "batch_poses",
+        ),
         "schemas": (
             "COCO",
             "POSETRACK",

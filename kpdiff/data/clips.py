@@ -36,7 +36,6 @@ __all__ = [
     "ClipConfig",
     "ClipSample",
     "TopDownClipDataset",
-    "batch_poses",
     "clip_indices",
     "crop_to_image",
     "read_frame",
@@ -480,53 +479,6 @@ def crop_to_image(
         out = torch.empty_like(out).scatter_(1, order, out)
     out = out[0] if single else out
     return out.numpy() if is_numpy else out
-
-
-def batch_poses(batch: Mapping[str, Any], result: Any) -> list[dict[str, Any]]:
-    """The predicted poses of a collated batch of clips, one record per clip, in image pixels.
-
-    Args:
-        batch: a collated :class:`TopDownClipDataset` batch: ``inverse_affine [B, 2, 3]``,
-            ``joint_order [B, K]`` (optional), ``score [B]`` (box scores), ``box [B, 4]``,
-            ``video``, ``frame_index [B]``, ``track_id [B]``; with ground truth also
-            ``keypoints [B, K, 3]`` and ``weights``.
-        result: what the model's ``predict`` returns for the batch: ``keypoints [B, K, 2]``
-            (crop pixels), ``scores [B, K]`` and ``spread [B, K]`` (crop pixels).
-
-    Returns:
-        One dict per clip: ``video``, ``frame_index``, ``track_id``, ``box`` (xywh, image
-        pixels), ``box_score``, ``keypoints [K, 3]`` (x, y in image pixels; score = the joint's
-        heatmap maximum × the box score), ``spread [K]`` (image pixels: crop pixels times the
-        crop's scale) and ``gt [K, 3]`` (image pixels) or ``None``.
-    """
-    meta = {k: batch[k] for k in ("inverse_affine", "joint_order") if k in batch}
-    scores = result.scores.float().cpu() * batch["score"].float().view(-1, 1)
-    # One mapping back to the image: the score and the spread travel as extra columns.
-    columns = [
-        result.keypoints.float().cpu(),
-        scores[..., None],
-        result.spread.float().cpu()[..., None],
-    ]
-    mapped = crop_to_image(torch.cat(columns, dim=-1), meta).numpy()
-    kp_image, spread = mapped[..., :3], mapped[..., 3]
-    # Spread is in crop pixels; report it in image pixels with the crop's scale.
-    pixel = np.abs(np.linalg.det(batch["inverse_affine"].double().numpy()[:, :, :2])) ** 0.5
-    gt = None
-    if "keypoints" in batch and batch["weights"].sum() > 0:
-        gt = crop_to_image(batch["keypoints"].float(), meta).numpy()
-    return [
-        {
-            "video": batch["video"][i],
-            "frame_index": int(batch["frame_index"][i]),
-            "track_id": int(batch["track_id"][i]),
-            "box": batch["box"][i].double().numpy(),
-            "box_score": float(batch["score"][i]),
-            "keypoints": kp_image[i],
-            "spread": spread[i] * pixel[i],
-            "gt": None if gt is None else gt[i],
-        }
-        for i in range(len(kp_image))
-    ]
 
 
 def _as_tensor(x: Any) -> torch.Tensor:

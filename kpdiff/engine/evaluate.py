@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from kpdiff.data.clips import batch_poses
 from kpdiff.data.posetrack import write_posetrack18_predictions
+from kpdiff.data.records import PersonPose, batch_poses
 from kpdiff.data.schemas import KeypointSchema
 from kpdiff.data.structures import FrameAnnotation, PersonAnnotation, VideoAnnotation
 from kpdiff.engine.distributed import DistInfo, all_gather_objects
@@ -152,7 +152,7 @@ def evaluate_model(
     generators = {  # one per point: (10, 4) gives the same predictions alone or in a sweep
         key: torch.Generator(device=device).manual_seed(seed + 1000 * info.rank) for key in sweep
     }
-    rows: dict[tuple[int, int], list[dict[str, Any]]] = defaultdict(list)
+    rows: dict[tuple[int, int], list[PersonPose]] = defaultdict(list)
     start = time.perf_counter()
     bar = _progress(
         loader, total=len(shard), desc="evaluate", unit="clip", scale=0,
@@ -182,7 +182,7 @@ def evaluate_model(
         videos = predictions_to_videos(flat, gt_videos)
         result.predictions[key] = videos
         result.ap[key] = posetrack_ap(scored, videos, schema=schema)
-        if flat and flat[0]["gt"] is not None:
+        if flat and flat[0].gt_keypoints is not None:
             result.spread_error[key] = _spread_error(flat)
             result.pckh_threshold[key] = _pckh_thresholds(flat, gt_videos)
     return result
@@ -224,7 +224,7 @@ def _covered(
     return [*gt_videos[: names.index(video)], VideoAnnotation(name=cut.name, frames=frames)]
 
 
-def _pckh_thresholds(rows: list[dict[str, Any]], gt: Sequence[VideoAnnotation]) -> np.ndarray:
+def _pckh_thresholds(rows: list[PersonPose], gt: Sequence[VideoAnnotation]) -> np.ndarray:
     """``PCKH_THRESHOLD`` × poseval's headSize of each row's person, repeated per visible
     joint (as in :func:`_spread_error`); the person is found by video, frame and track id."""
     heads: dict[tuple[str, int, int | None], float] = {}
@@ -236,44 +236,40 @@ def _pckh_thresholds(rows: list[dict[str, Any]], gt: Sequence[VideoAnnotation]) 
                     heads[(video.name, frame.frame_index, person.track_id)] = size
     out = []
     for row in rows:
-        if row["gt"] is None:
+        if row.gt_keypoints is None:
             continue
-        size = heads.get((row["video"], row["frame_index"], row["track_id"]), float("nan"))
-        out.append(np.full(int((row["gt"][:, 2] > 0).sum()), PCKH_THRESHOLD * size))
+        size = heads.get((row.video, row.frame_index, row.gt_track_id), float("nan"))
+        out.append(np.full(int((row.gt_keypoints[:, 2] > 0).sum()), PCKH_THRESHOLD * size))
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def _spread_error(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+def _spread_error(rows: list[PersonPose]) -> tuple[np.ndarray, np.ndarray]:
     spreads, errors = [], []
     for row in rows:
-        gt = row["gt"]
+        gt = row.gt_keypoints
         if gt is None:  # a batch without ground truth keypoints
             continue
         visible = gt[:, 2] > 0
-        errors.append(np.linalg.norm(row["keypoints"][visible, :2] - gt[visible, :2], axis=1))
-        spreads.append(row["spread"][visible])
+        # in float32, the precision batch_poses maps both in (exact: the records widened them)
+        diff = row.keypoints[visible].astype(np.float32) - gt[visible, :2].astype(np.float32)
+        errors.append(np.linalg.norm(diff, axis=1))
+        spreads.append(row.spread[visible])
     return np.concatenate(spreads), np.concatenate(errors)
 
 
 def predictions_to_videos(
-    rows: Sequence[dict[str, Any]], gt_videos: Sequence[VideoAnnotation]
+    rows: Sequence[PersonPose], gt_videos: Sequence[VideoAnnotation]
 ) -> list[VideoAnnotation]:
     """Arrange per-clip predictions as videos with exactly the ground truth's frames.
 
     Every GT frame is present (empty when nothing was predicted on it), with the GT's image
     path, image id and labelled flag, so the evaluation and the PoseTrack18 writer accept it.
-    A row's ``"track"`` (a tracker's id, see :class:`~kpdiff.tracking.IoUTracker`) becomes its
-    person's ``track_id``; in frames whose rows have none it is the position in the frame.
+    A record's ``track_id`` (a tracker's id, see :class:`~kpdiff.tracking.IoUTracker`) stays
+    its person's; in frames with an untracked record (``None``) it is the position in the frame.
     """
-    by_frame: dict[tuple[str, int], list[PersonAnnotation]] = defaultdict(list)
+    by_frame: dict[tuple[str | None, int | None], list[PersonAnnotation]] = defaultdict(list)
     for row in rows:
-        person = PersonAnnotation(
-            keypoints=np.asarray(row["keypoints"], dtype=np.float64),
-            box=np.asarray(row["box"], dtype=np.float64),
-            track_id=row.get("track"),  # a tracker's id (VideoPredictor), else set below
-            score=row["box_score"],
-        )
-        by_frame[(row["video"], row["frame_index"])].append(person)
+        by_frame[(row.video, row.frame_index)].append(row.to_annotation())
     videos = []
     for video in gt_videos:
         frames = []

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,11 @@ import numpy as np
 from kpdiff.data.clips import IMAGE_SUFFIXES, read_frame
 from kpdiff.data.detections import DEFAULT_MIN_SCORE, image_key, read_detections
 from kpdiff.data.posetrack import write_posetrack18_predictions
+from kpdiff.data.records import PersonPose
 from kpdiff.data.schemas import KeypointSchema
-from kpdiff.data.structures import FrameAnnotation, VideoAnnotation
+from kpdiff.data.structures import FrameAnnotation, PersonAnnotation, VideoAnnotation
 from kpdiff.detection import PersonDetector
 from kpdiff.drawing import draw_poses
-from kpdiff.engine.evaluate import predictions_to_videos
 from kpdiff.errors import KpdiffInputError
 from kpdiff.io import write_json_atomic
 from kpdiff.pipeline import PosePipeline
@@ -73,10 +74,11 @@ class VideoPrediction:
     Attributes:
         name: the video's name; ``frames``: its frame files in order (for a video file, the
             names of its frames, ``<video>/000000.jpg`` …, which are not files).
-        persons: one dict per predicted person: ``frame_index``, ``box [4]`` xywh,
-            ``box_score``, ``keypoints [K, 3]`` (x, y, score = heatmap max × box score),
-            ``spread [K]`` (ensemble disagreement in image pixels, an uncertainty) and
-            ``track_id`` (the same person across frames, from the tracker).
+        persons: one :class:`~kpdiff.data.records.PersonPose` per predicted person, in frame
+            order: ``frame_index``, ``box [4]`` xywh, ``box_score``, ``keypoints [K, 2]`` and
+            ``scores [K]`` (heatmap max × box score), ``spread [K]`` (ensemble disagreement in
+            image pixels, an uncertainty) and ``track_id`` (the same person across frames, from
+            the tracker).
         schema: the keypoint schema.
         video_file: the video file the frames were decoded from, or ``None`` (image files).
         fps: the video's frame rate (``10`` for a folder of images), used by
@@ -85,21 +87,26 @@ class VideoPrediction:
 
     name: str
     frames: list[Path]
-    persons: list[dict[str, Any]]
+    persons: list[PersonPose]
     schema: KeypointSchema
     video_file: Path | None = None
     fps: float = 10.0
 
     def video(self) -> VideoAnnotation:
-        """The predictions as a :class:`VideoAnnotation` with every frame present."""
-        gt_like = VideoAnnotation(
-            self.name,
-            [
-                FrameAnnotation(image_path=str(p), frame_index=i, image_id=i)
-                for i, p in enumerate(self.frames)
-            ],
-        )
-        return predictions_to_videos(self.persons, [gt_like])[0]
+        """The predictions as a :class:`VideoAnnotation` with every frame present (image id =
+        frame index; a person without a track id gets its position in the frame)."""
+        by_frame: dict[int | None, list[PersonAnnotation]] = defaultdict(list)
+        for p in self.persons:
+            by_frame[p.frame_index].append(p.to_annotation())
+        for persons in by_frame.values():
+            if any(p.track_id is None for p in persons):
+                for i, person in enumerate(persons):
+                    person.track_id = i
+        frames = [
+            FrameAnnotation(image_path=str(p), frame_index=i, image_id=i, persons=by_frame[i])
+            for i, p in enumerate(self.frames)
+        ]
+        return VideoAnnotation(self.name, frames)
 
     def write_posetrack18(self, path: str | Path) -> Path:
         """Write a PoseTrack18 prediction file (poseval reads it), atomically."""
@@ -109,17 +116,16 @@ class VideoPrediction:
         """Write COCO keypoint results (+ ``keypoint_spread``), atomically."""
         records = []
         for p in self.persons:
-            kp = np.asarray(p["keypoints"], np.float64)
             records.append(
                 {
-                    "image_id": int(p["frame_index"]),
-                    "track_id": int(p["track_id"]),
-                    "file_name": self.frames[p["frame_index"]].name,
+                    "image_id": int(p.frame_index),
+                    "track_id": int(p.track_id),
+                    "file_name": self.frames[p.frame_index].name,
                     "category_id": 1,
-                    "bbox": [round(float(v), 2) for v in p["box"]],
-                    "keypoints": [round(float(v), 3) for v in kp.reshape(-1)],
-                    "score": round(float(kp[:, 2].mean()), 5),
-                    "keypoint_spread": [round(float(v), 3) for v in p["spread"]],
+                    "bbox": [round(float(v), 2) for v in p.box],
+                    "keypoints": [round(float(v), 3) for v in p.triplets().reshape(-1)],
+                    "score": round(float(p.scores.mean()), 5),
+                    "keypoint_spread": [round(float(v), 3) for v in _spread(p)],
                 }
             )
         return write_json_atomic(records, path)
@@ -214,20 +220,8 @@ class VideoPredictor:
             self.pipeline.stream(images, by_index), total=len(frames), desc=name, unit="frame",
             enabled=progress,
         )  # fmt: skip
-        persons = [
-            {
-                "video": name,
-                "frame_index": frame.index,
-                "track": p.track_id,
-                "track_id": p.track_id,
-                "box": p.box,
-                "box_score": p.box_score,
-                "keypoints": np.column_stack([p.keypoints, p.scores]),
-                "spread": p.spread,
-            }
-            for frame in posed
-            for p in frame.persons
-        ]
+        # the pipeline names an iterable of frames "video": the records take the video's name
+        persons = [replace(p, video=name) for frame in posed for p in frame.persons]
         if boxes is None and not persons and self.detector is not None:
             warnings.warn(
                 f"detector {self.detector.name}: found no person on the {len(frames)} frames of "
@@ -322,9 +316,9 @@ def render_video(
     path = Path(path)
     if path.suffix.lower() not in (".gif", ".mp4"):
         raise KpdiffInputError(f"path: expected a .gif or .mp4 file, got {path}")
-    by_frame: dict[int, list[dict[str, Any]]] = {}
+    by_frame: dict[int, list[PersonPose]] = {}
     for p in prediction.persons:
-        by_frame.setdefault(int(p["frame_index"]), []).append(p)
+        by_frame.setdefault(int(p.frame_index), []).append(p)
     if prediction.video_file is not None:
         source: Iterator[np.ndarray] = iter(VideoFile(prediction.video_file))
     else:
@@ -335,12 +329,10 @@ def render_video(
             if persons := by_frame.get(i, []):
                 image = draw_poses(
                     image,
-                    np.stack([p["keypoints"] for p in persons]),
+                    np.stack([p.triplets() for p in persons]),
                     prediction.schema,
-                    spread=np.stack(
-                        [p.get("spread", np.zeros(len(p["keypoints"]))) for p in persons]
-                    ),
-                    track_ids=[int(p.get("track_id", 0)) for p in persons],
+                    spread=np.stack([_spread(p) for p in persons]),
+                    track_ids=[0 if p.track_id is None else p.track_id for p in persons],
                     min_score=min_score,
                     copy=False,
                 )
@@ -356,13 +348,18 @@ def save_prediction_json(prediction: VideoPrediction, path: str | Path) -> Path:
     """The raw per-person predictions (with spread) as JSON, atomically."""
     rows = [
         {
-            "frame_index": int(p["frame_index"]),
-            "track_id": int(p["track_id"]),
-            "box": [float(v) for v in p["box"]],
-            "box_score": float(p["box_score"]),
-            "keypoints": np.asarray(p["keypoints"]).round(3).tolist(),
-            "spread": np.asarray(p["spread"]).round(3).tolist(),
+            "frame_index": int(p.frame_index),
+            "track_id": int(p.track_id),
+            "box": [float(v) for v in p.box],
+            "box_score": float(p.box_score),
+            "keypoints": p.triplets().round(3).tolist(),
+            "spread": _spread(p).round(3).tolist(),
         }
         for p in prediction.persons
     ]
     return write_json_atomic({"video": prediction.name, "persons": rows}, path)
+
+
+def _spread(person: PersonPose) -> np.ndarray:
+    """``[K]`` the person's spread, zeros when it has none."""
+    return np.zeros(len(person.keypoints)) if person.spread is None else person.spread

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from kpdiff.data.clips import batch_poses
+from kpdiff.data.records import PersonPose, batch_poses
 from kpdiff.diffpose import DiffPose
 from kpdiff.engine.evaluate import (
     ClipPoseModel,
@@ -122,7 +122,7 @@ def test_predictions_hold_every_gt_frame(model, tiny_datasets, tmp_path):
     assert sorted(f.name for f in files) == sorted(f"{v.name}.json" for v in gt)
 
 
-def gt_rows(dataset) -> list[dict]:
+def gt_rows(dataset) -> list[PersonPose]:
     """The dataset's GT keypoints, as ``evaluate_model``'s rows (through ``batch_poses``)."""
     rows = []
     for batch in DataLoader(dataset, batch_size=5, shuffle=False):
@@ -141,7 +141,7 @@ def test_gt_keypoints_as_predictions_score_100(tiny_datasets):
     ap = posetrack_ap(tiny_datasets.val_videos, videos)
     assert ap.columns == pytest.approx({c: 100.0 for c in ap.columns})
     for row in rows:  # and the mapping back to the image is exact
-        np.testing.assert_allclose(row["keypoints"][:, :2], row["gt"][:, :2], atol=1e-3)
+        np.testing.assert_allclose(row.keypoints, row.gt_keypoints[:, :2], atol=1e-3)
 
 
 class Oracle(nn.Module):

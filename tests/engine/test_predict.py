@@ -49,12 +49,12 @@ def test_predicts_every_box_of_every_frame(synthetic):
     expected = sum(len(detections.get(f"{folder.name}/{f.name}", [])) for f in frames)
     assert expected > 0 and len(result.persons) == expected
     for p in result.persons:
-        assert 0 <= p["frame_index"] < len(frames)
-        kp, spread = np.asarray(p["keypoints"]), np.asarray(p["spread"])
+        assert 0 <= p.frame_index < len(frames) and p.video == result.name
+        kp, spread = p.triplets(), p.spread
         assert kp.shape == (17, 3) and spread.shape == (17,)
         assert np.isfinite(kp).all() and (spread >= 0).all()
         assert (kp[:, 2] >= 0).all() and (kp[:, 2] <= 1).all()
-        x, y, bw, bh = p["box"]
+        x, y, bw, bh = p.box
         # keypoints land in the (enlarged) crop around the box, in image pixels
         assert (kp[:, 0] > x - bw).all() and (kp[:, 0] < x + 2 * bw).all()
         assert (kp[:, 1] > y - bh).all() and (kp[:, 1] < y + 2 * bh).all()
@@ -67,9 +67,7 @@ def test_posetrack18_file_reads_back(synthetic, tmp_path):
     assert len(video.frames) == len(result.frames)
     assert [f.frame_index for f in video.frames] == list(range(len(result.frames)))
     got = [p.keypoints for f in video.frames for p in f.persons]
-    want = [
-        np.asarray(p["keypoints"]) for p in sorted(result.persons, key=lambda p: p["frame_index"])
-    ]
+    want = [p.triplets() for p in sorted(result.persons, key=lambda p: p.frame_index)]
     assert len(got) == len(want)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, atol=1e-9)
@@ -108,8 +106,7 @@ def test_render_writes_a_gif_and_an_mp4(synthetic, tmp_path, suffix):
 def test_same_seed_same_poses(predictor, synthetic):
     folder, boxes, result = synthetic
     again = predictor(folder, boxes)
-    for a, b in zip(result.persons, again.persons, strict=True):
-        np.testing.assert_array_equal(a["keypoints"], b["keypoints"])
+    assert again.persons == result.persons  # every field of every record
 
 
 def test_a_folder_name_with_a_dot_is_the_video_name(predictor, synthetic, tmp_path):
@@ -250,8 +247,8 @@ def test_real_posetrack_video(predictor, tmp_path, source, layout):
     assert result.name == REAL_VIDEO.name and len(result.frames) == len(frames)
     assert len(result.persons) == 2 * len(frames)
     for p in result.persons:
-        kp = np.asarray(p["keypoints"])
-        assert kp.shape == (17, 3) and np.asarray(p["spread"]).shape == (17,)
+        kp = p.triplets()
+        assert kp.shape == (17, 3) and p.spread.shape == (17,)
         assert (kp[:, 0] > 400).all() and (kp[:, 0] < 900).all()  # around the boxes
         assert (kp[:, 1] > 150).all() and (kp[:, 1] < 560).all()
     (back,) = read_posetrack(result.write_posetrack18(tmp_path / "pred.json"), predictions=True)
@@ -276,16 +273,16 @@ def test_people_are_tracked_across_frames(synthetic, tmp_path):
     _, _, result = synthetic
     by_frame: dict[int, list[int]] = {}
     for p in result.persons:
-        by_frame.setdefault(p["frame_index"], []).append(p["track_id"])
+        by_frame.setdefault(p.frame_index, []).append(p.track_id)
     assert all(len(set(ids)) == len(ids) for ids in by_frame.values())
     # the two synthetic people (the fake detector's confident boxes) stay in view and move a
     # little: each keeps its id on every frame; its false positives come and go with new ids
-    people = [p for p in result.persons if p["box_score"] > 0.7]
-    assert {p["frame_index"] for p in people} == set(range(len(result.frames)))
-    assert {p["track_id"] for p in people} == {0, 1}
+    people = [p for p in result.persons if p.box_score > 0.7]
+    assert {p.frame_index for p in people} == set(range(len(result.frames)))
+    assert {p.track_id for p in people} == {0, 1}
     (back,) = read_posetrack(result.write_posetrack18(tmp_path / "pred.json"), predictions=True)
     written = sorted(p.track_id for f in back.frames for p in f.persons)
-    assert written == sorted(p["track_id"] for p in result.persons)
+    assert written == sorted(p.track_id for p in result.persons)
 
 
 def test_progress_bar_counts_frames(predictor, synthetic, capsys):
@@ -318,7 +315,7 @@ def test_video_predictor_uses_the_detector_when_no_boxes(tiny_data, tiny_model_d
     result = predictor(folder)
     n = len(result.frames)
     assert len(result.persons) == 2 * n  # both persons on every frame
-    assert sorted({p["track_id"] for p in result.persons}) == [0, 1]  # still, so tracked
+    assert sorted({p.track_id for p in result.persons}) == [0, 1]  # still, so tracked
     with pytest.raises(KpdiffInputError, match="no detector"):
         VideoPredictor(model)(folder)
     nobody = VideoPredictor(model, detector=PersonDetector(model=Stub(), min_score=0.95))

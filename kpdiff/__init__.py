@@ -23,10 +23,11 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "StepRescale",
             "timestep_embedding",
         ),
-        "diffpose": (
+        "diffpose": ("DiffPose",),
+        "diffpose_config": (
             "PRESETS",
-            "DiffPose",
             "DiffPoseConfig",
+            "DiffPoseOverrides",
         ),
         "diffusion": (
             "Denoiser",

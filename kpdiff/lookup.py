@@ -33,7 +33,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from kpdiff.errors import KpdiffInputError, check_shape
-from kpdiff.kernels import _lookup_unchecked
+from kpdiff.kernels import lookup_unchecked
 
 __all__ = [
     "ConvMixer",
@@ -51,7 +51,7 @@ def lookup_mask(xbar: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
     The blocks call it at every step on activations, not user input: no device sync for a
     finiteness check, and an fp16 overflow under autocast is left to the training loop.
     """
-    return _lookup_unchecked(xbar, feat, concat=False)
+    return lookup_unchecked(xbar, feat, concat=False)
 
 
 Mixer = Literal["transformer", "conv"]

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from kpdiff.data.posetrack import read_posetrack
-from kpdiff.data.posetrack_json import _load_json
+from kpdiff.data.posetrack_json import load_json
 from kpdiff.data.structures import FrameAnnotation
 from kpdiff.errors import KpdiffInputError
 from kpdiff.io import write_json_atomic
@@ -75,7 +75,7 @@ def read_detections(
         KpdiffInputError: not a list of records, a layout mixing both kinds, a missing field, a
             ``bbox`` that is not 4 finite numbers with ``w, h >= 0``, a non-finite score.
     """
-    data = _load_json(path)
+    data = load_json(path)
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise KpdiffInputError(f"{path}: expected a JSON list of detection records")
     dcpose = bool(data) and "image_name" in data[0]
@@ -148,7 +148,7 @@ def convert_boxes(
     """
     if box_format not in ("xywh", "xyxy"):
         raise KpdiffInputError(f"--box-format: expected xywh or xyxy, got {box_format!r}")
-    records = _load_json(src)
+    records = load_json(src)
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise KpdiffInputError(f"{src}: expected a JSON list of detection records")
     names = {

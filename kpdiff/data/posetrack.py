@@ -28,10 +28,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from kpdiff.data.posetrack17 import POSETRACK17_JOINTS, _parse17, read_posetrack17
-from kpdiff.data.posetrack18 import _parse18, read_posetrack18
+from kpdiff.data.posetrack17 import POSETRACK17_JOINTS, parse17, read_posetrack17
+from kpdiff.data.posetrack18 import parse18, read_posetrack18
 from kpdiff.data.posetrack18_writers import write_posetrack18, write_posetrack18_predictions
-from kpdiff.data.posetrack_json import MISSING_SCORE, PathLike, _load_json
+from kpdiff.data.posetrack_json import MISSING_SCORE, PathLike, load_json
 from kpdiff.data.schemas import POSETRACK, KeypointSchema, get_schema
 from kpdiff.data.structures import VideoAnnotation
 from kpdiff.errors import KpdiffInputError
@@ -74,7 +74,7 @@ def read_posetrack21(
         schema: keypoint order of the result (default :data:`POSETRACK`).
     """
     files = list_annotation_files(path, split)
-    return _read_files(files, lambda f: read_posetrack18(f, predictions=predictions, schema=schema))
+    return read_files(files, lambda f: read_posetrack18(f, predictions=predictions, schema=schema))
 
 
 def detect_format(path: PathLike) -> str:
@@ -82,10 +82,11 @@ def detect_format(path: PathLike) -> str:
 
     PoseTrack21 is told from 2018 by its ``person_id`` / ``has_labeled_person`` fields.
     """
-    return _format_of(_load_json(path), path)
+    return format_of(load_json(path), path)
 
 
-def _format_of(data: Any, path: PathLike) -> str:
+def format_of(data: Any, path: PathLike) -> str:
+    """:func:`detect_format` of an already parsed file (``data``, read from ``path``)."""
     if isinstance(data, dict) and "annolist" in data:
         return "posetrack17"
     if isinstance(data, dict) and "images" in data:
@@ -132,7 +133,9 @@ def list_annotation_files(
     )
 
 
-def _read_files(files: Sequence[Path], read) -> list[VideoAnnotation]:
+def read_files(files: Sequence[Path], read) -> list[VideoAnnotation]:
+    """The videos ``read(f)`` returns for each file, in order; a video name read twice (from two
+    files, or twice from one) raises :class:`~kpdiff.errors.KpdiffInputError`."""
     videos, origin = [], {}
     for f in files:
         for v in read(f):
@@ -170,8 +173,8 @@ def read_posetrack(
     schema = get_schema(schema)
 
     def read(f: Path) -> list[VideoAnnotation]:
-        data = _load_json(f)
-        parse = _parse17 if _format_of(data, f) == "posetrack17" else _parse18
+        data = load_json(f)
+        parse = parse17 if format_of(data, f) == "posetrack17" else parse18
         return parse(data, f, predictions, schema)
 
-    return _read_files(list_annotation_files(path, split, order), read)
+    return read_files(list_annotation_files(path, split, order), read)

@@ -11,11 +11,11 @@ import numpy as np
 from kpdiff.data.posetrack_json import (
     MISSING_SCORE,
     PathLike,
-    _fail,
-    _flag,
-    _frame_number,
-    _load_json,
-    _scalar,
+    check_flag,
+    check_scalar,
+    fail,
+    frame_number,
+    load_json,
 )
 from kpdiff.data.schemas import POSETRACK, KeypointSchema
 from kpdiff.data.structures import FrameAnnotation, PersonAnnotation, VideoAnnotation
@@ -36,45 +36,45 @@ def _read_person17(
     kp = np.zeros((schema.num_keypoints, 3), np.float64)
     head = None
     if any(k in r for k in ("x1", "y1", "x2", "y2")):
-        head = np.array([_scalar(r.get(k), path, where, k) for k in ("x1", "y1", "x2", "y2")])
+        head = np.array([check_scalar(r.get(k), path, where, k) for k in ("x1", "y1", "x2", "y2")])
     annopoints = r.get("annopoints") or []
     if isinstance(annopoints, dict):
         annopoints = [annopoints]
     if not isinstance(annopoints, list) or not isinstance(
         annopoints[0] if annopoints else {}, dict | None
     ):
-        raise _fail(path, where, "annopoints", "expected an object (or a list of one) with 'point'")
+        raise fail(path, where, "annopoints", "expected an object (or a list of one) with 'point'")
     points = (annopoints[0] or {}).get("point", []) if annopoints else []
     if not isinstance(points, list):
-        raise _fail(path, where, "annopoints", "expected a list of points")
+        raise fail(path, where, "annopoints", "expected a list of points")
     seen = set()
     present = np.zeros(schema.num_keypoints, bool)
     for p, pt in enumerate(points):
         pw = f"{where}, point {p}"
-        jid = _scalar(pt.get("id") if isinstance(pt, dict) else None, path, pw, "id", int)
+        jid = check_scalar(pt.get("id") if isinstance(pt, dict) else None, path, pw, "id", int)
         if not 0 <= jid < len(POSETRACK17_JOINTS):
             continue  # poseval ignores ids it does not know
         if jid in seen:
-            raise _fail(path, pw, "id", f"joint id {jid} appears twice in one person")
+            raise fail(path, pw, "id", f"joint id {jid} appears twice in one person")
         seen.add(jid)
         name = POSETRACK17_JOINTS[jid]
         if name not in schema.keypoints:
             continue
-        x, y = (_scalar(pt.get(k), path, pw, k) for k in ("x", "y"))
+        x, y = (check_scalar(pt.get(k), path, pw, k) for k in ("x", "y"))
         if predictions:
             s = pt.get("score")
-            third = MISSING_SCORE if s is None else _scalar(s, path, pw, "score")
+            third = MISSING_SCORE if s is None else check_scalar(s, path, pw, "score")
         else:
             vis = pt.get("is_visible")
-            third = 1.0 if vis is None else float(_flag(vis, path, pw, "is_visible"))
+            third = 1.0 if vis is None else float(check_flag(vis, path, pw, "is_visible"))
         kp[schema.index(name)] = (x, y, third)
         present[schema.index(name)] = True  # a listed point is a joint, even (0, 0) with v = 0
     tid, score = r.get("track_id"), r.get("score")
     return PersonAnnotation(
         keypoints=kp,
         head_box=head,
-        track_id=None if tid is None else _scalar(tid, path, where, "track_id", int),
-        score=None if score is None else _scalar(score, path, where, "score"),
+        track_id=None if tid is None else check_scalar(tid, path, where, "track_id", int),
+        score=None if score is None else check_scalar(score, path, where, "score"),
         present=present,
     )
 
@@ -85,9 +85,10 @@ def _read_regions17(entry: dict, path: PathLike, where: str) -> list[np.ndarray]
     for r, reg in enumerate(regions if isinstance(regions, list) else [None]):
         pts = reg.get("point") if isinstance(reg, dict) else None
         if not isinstance(pts, list):
-            raise _fail(path, where, f"ignore_regions[{r}]", "expected {'point': [...]}")
+            raise fail(path, where, f"ignore_regions[{r}]", "expected {'point': [...]}")
+        field = f"ignore_regions[{r}]"
         xy = [
-            [_scalar(p.get(k) if isinstance(p, dict) else None, path, where, f"ignore_regions[{r}]")
+            [check_scalar(p.get(k) if isinstance(p, dict) else None, path, where, field)
              for k in ("x", "y")]
             for p in pts
         ]  # fmt: skip
@@ -112,17 +113,19 @@ def read_posetrack17(
     Raises:
         KpdiffInputError: unreadable JSON, no ``annolist``, an ill-typed field, a joint id twice.
     """
-    return _parse17(_load_json(path), path, predictions, schema)
+    return parse17(load_json(path), path, predictions, schema)
 
 
-def _parse17(
+def parse17(
     data: Any, path: PathLike, predictions: bool, schema: KeypointSchema
 ) -> list[VideoAnnotation]:
+    """The videos of one parsed PoseTrack17 file (``data``, read from ``path``), checked as
+    :func:`read_posetrack17` checks them."""
     annolist = data.get("annolist") if isinstance(data, dict) else None
     if not isinstance(annolist, list):
-        raise _fail(path, "top level", "annolist", "expected an object with an 'annolist' list")
+        raise fail(path, "top level", "annolist", "expected an object with an 'annolist' list")
     if not annolist:
-        raise _fail(path, "top level", "annolist", "expected at least one image (a video's frames)")
+        raise fail(path, "top level", "annolist", "expected at least one image (a video's frames)")
     frames = []
     for i, entry in enumerate(annolist):
         where = f"annolist[{i}]"
@@ -130,18 +133,18 @@ def _parse17(
         image = image[0] if isinstance(image, list) and image else image
         name = image.get("name") if isinstance(image, dict) else None
         if not isinstance(name, str):
-            raise _fail(path, where, "image", "expected [{'name': <image path>}]")
+            raise fail(path, where, "image", "expected [{'name': <image path>}]")
         rects = entry.get("annorect") or []
         if not isinstance(rects, list):
-            raise _fail(path, where, "annorect", "expected a list")
+            raise fail(path, where, "annorect", "expected a list")
         persons = []
         for j, r in enumerate(rects):
             if not isinstance(r, dict):
-                raise _fail(path, f"{where}, annorect[{j}]", "annorect", "expected an object")
+                raise fail(path, f"{where}, annorect[{j}]", "annorect", "expected an object")
             persons.append(_read_person17(r, schema, predictions, path, f"{where}, annorect[{j}]"))
-        imgnum, num = entry.get("imgnum"), _frame_number(name)
+        imgnum, num = entry.get("imgnum"), frame_number(name)
         if imgnum is not None:
-            index = _scalar(imgnum, path, where, "imgnum", int) - 1
+            index = check_scalar(imgnum, path, where, "imgnum", int) - 1
         else:
             index = i if num is None else num
         labeled = entry.get("is_labeled")
@@ -150,7 +153,7 @@ def _parse17(
                 image_path=name,
                 frame_index=index,
                 is_labeled=bool(
-                    persons if labeled is None else _flag(labeled, path, where, "is_labeled")
+                    persons if labeled is None else check_flag(labeled, path, where, "is_labeled")
                 ),
                 persons=persons,
                 ignore_regions=_read_regions17(entry, path, where),

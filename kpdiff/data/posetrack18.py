@@ -1,6 +1,6 @@
 """The PoseTrack18/21 (COCO-style) reader: a file's images and annotations are checked and turned
 into arrays in bulk, then into videos (:func:`read_posetrack18`) or, for the metric, into
-:class:`_VideoTable` s. The keypoint readings are those described in :mod:`kpdiff.data.posetrack`.
+:class:`VideoTable` s. The keypoint readings are those described in :mod:`kpdiff.data.posetrack`.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import numpy as np
 from kpdiff.data.posetrack_json import (
     MISSING_SCORE,
     PathLike,
-    _fail,
-    _flag,
-    _frame_number,
-    _load_json,
-    _numbers,
-    _rows,
-    _scalar,
+    check_flag,
+    check_numbers,
+    check_rows,
+    check_scalar,
+    fail,
+    frame_number,
+    load_json,
 )
 from kpdiff.data.schemas import POSETRACK, KeypointSchema
 from kpdiff.data.structures import FrameAnnotation, PersonAnnotation, VideoAnnotation
@@ -34,19 +34,19 @@ def _category_columns(data: dict, schema: KeypointSchema, path: PathLike) -> lis
     """Schema index of each keypoint column of a COCO-style file (identity without names)."""
     cats = data.get("categories") or []
     if not isinstance(cats, list):
-        raise _fail(path, "categories", "categories", "expected a list")
+        raise fail(path, "categories", "categories", "expected a list")
     names = next(
         (c.get("keypoints") for c in cats if isinstance(c, dict) and c.get("keypoints")), None
     )
     if names is None:
         return list(range(schema.num_keypoints))
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise _fail(
+        raise fail(
             path, "categories[0]", "keypoints", f"expected a list of joint names, got {names!r:.80}"
         )
     unknown = [n for n in names if n not in schema.keypoints]
     if unknown or len(set(names)) != len(names):
-        raise _fail(
+        raise fail(
             path, "categories[0]", "keypoints",
             f"names {unknown or names} do not fit schema {schema.name!r} {schema.keypoints}",
         )  # fmt: skip
@@ -56,11 +56,11 @@ def _category_columns(data: dict, schema: KeypointSchema, path: PathLike) -> lis
 def _read_regions(im: dict, path: PathLike, where: str) -> list[np.ndarray]:
     xs, ys = im.get("ignore_regions_x") or [], im.get("ignore_regions_y") or []
     if not isinstance(xs, list) or not isinstance(ys, list) or len(xs) != len(ys):
-        raise _fail(path, where, "ignore_regions_x", "expected as many x lists as y lists")
+        raise fail(path, where, "ignore_regions_x", "expected as many x lists as y lists")
     out = []
     for r, (x, y) in enumerate(zip(xs, ys, strict=True)):
-        x = _numbers(x, None, path, where, f"ignore_regions_x[{r}]")
-        y = _numbers(y, len(x), path, where, f"ignore_regions_y[{r}]")
+        x = check_numbers(x, None, path, where, f"ignore_regions_x[{r}]")
+        y = check_numbers(y, len(x), path, where, f"ignore_regions_y[{r}]")
         out.append(np.stack([np.asarray(x, np.float64), np.asarray(y, np.float64)], -1))
     return out
 
@@ -144,22 +144,22 @@ def _images18_checked(
     regions: dict[int, list[np.ndarray]] = {}
     for i, im in enumerate(images):
         if not isinstance(im, dict):
-            raise _fail(path, f"images[{i}]", "images", "expected an object")
+            raise fail(path, f"images[{i}]", "images", "expected an object")
         iid = im.get("id")
         if type(iid) is not int:
-            iid = _scalar(iid, path, f"images[{i}]", "id", int)
+            iid = check_scalar(iid, path, f"images[{i}]", "id", int)
         name = im.get("file_name")
         if not isinstance(name, str):
             where = f"images[{i}] (image id {iid})"
-            raise _fail(path, where, "file_name", f"expected a string, got {name!r}")
+            raise fail(path, where, "file_name", f"expected a string, got {name!r}")
         if iid in position:
-            raise _fail(path, f"images[{i}] (image id {iid})", "id", "duplicate image id")
+            raise fail(path, f"images[{i}] (image id {iid})", "id", "duplicate image id")
         position[iid] = i
         flag = im.get("is_labeled")
         if flag is None:
             unflagged.append(i)
         elif flag is not True and flag is not False:
-            flag = _flag(flag, path, f"images[{i}] (image id {iid})", "is_labeled")
+            flag = check_flag(flag, path, f"images[{i}] (image id {iid})", "is_labeled")
         paths.append(name)
         ids.append(iid)
         labeled.append(bool(flag))
@@ -183,13 +183,13 @@ def _owners18(
     owners, iids = [], []
     for j, a in enumerate(annotations):  # the slow way, which names the first bad annotation
         if not isinstance(a, dict):
-            raise _fail(path, f"annotations[{j}]", "annotations", "expected an object")
+            raise fail(path, f"annotations[{j}]", "annotations", "expected an object")
         iid = a.get("image_id")
         if type(iid) is not int:
-            iid = _scalar(iid, path, f"annotations[{j}]", "image_id", int)
+            iid = check_scalar(iid, path, f"annotations[{j}]", "image_id", int)
         if iid not in position:
             where = f"annotations[{j}] (image id {iid})"
-            raise _fail(path, where, "image_id", "no image with this id in 'images'")
+            raise fail(path, where, "image_id", "no image with this id in 'images'")
         owners.append(position[iid])
         iids.append(iid)
     return owners, iids
@@ -211,23 +211,23 @@ def _ids_and_scores18(
             return tids, scores
     for j, (tid, score) in enumerate(zip(tids, scores, strict=True)):  # name the first bad one
         if tid is not None:
-            tids[j] = _scalar(tid, path, where[j], "track_id", int)
+            tids[j] = check_scalar(tid, path, where[j], "track_id", int)
         if score is not None:
-            scores[j] = _scalar(score, path, where[j], "score")
+            scores[j] = check_scalar(score, path, where[j], "score")
     return tids, scores
 
 
 def _table18(data: Any, path: PathLike, predictions: bool, schema: KeypointSchema) -> _Table18:
     """Check and convert a parsed PoseTrack18/21 file; numbers are converted in bulk."""
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise _fail(path, "top level", "images", "expected an object with an 'images' list")
+        raise fail(path, "top level", "images", "expected an object with an 'images' list")
     if not data["images"]:
-        raise _fail(path, "top level", "images", "expected at least one image (a video's frames)")
+        raise fail(path, "top level", "images", "expected at least one image (a video's frames)")
     cols = _category_columns(data, schema, path)
     paths, ids, labeled, unflagged, regions = _images18(data["images"], path)
     annotations = data.get("annotations")
     if not isinstance(annotations, list):
-        raise _fail(
+        raise fail(
             path, "top level", "annotations",
             "expected a list of persons ([] for a video without any), got "
             + ("nothing" if annotations is None else type(annotations).__name__),
@@ -235,22 +235,23 @@ def _table18(data: Any, path: PathLike, predictions: bool, schema: KeypointSchem
     owners, iids = _owners18(annotations, {iid: i for i, iid in enumerate(ids)}, path)
     where = _AnnotationWhere(iids)
     n, N, K = len(cols), len(annotations), schema.num_keypoints
-    raw = _rows(annotations, "keypoints", 3 * n, path, where, optional=False)[0].reshape(N, n, 3)
+    rows = check_rows(annotations, "keypoints", 3 * n, path, where, optional=False)[0]
+    raw = rows.reshape(N, n, 3)
     in_file = ~((raw[..., 0] == 0) & (raw[..., 1] == 0) & (raw[..., 2] == 0))  # [N, n]
     if predictions:
-        scores, has_scores = _rows(annotations, "scores", n, path, where, optional=True)
+        scores, has_scores = check_rows(annotations, "scores", n, path, where, optional=True)
         raw[..., 2] = np.where(has_scores[:, None], scores, MISSING_SCORE)
         raw[~in_file] = 0.0
     elif (raw[..., 2] < 0).any():
         j = int(np.flatnonzero((raw[..., 2] < 0).any(axis=1))[0])
-        raise _fail(path, where[j], "keypoints", "a visibility (every third value) is negative")
+        raise fail(path, where[j], "keypoints", "a visibility (every third value) is negative")
     if cols == list(range(K)):
         kp, present = raw, in_file
     else:
         kp, present = np.zeros((N, K, 3)), np.zeros((N, K), bool)
         kp[:, cols], present[:, cols] = raw, in_file
-    box, has_box = _rows(annotations, "bbox", 4, path, where, optional=True)
-    head, has_head = _rows(annotations, "bbox_head", 4, path, where, optional=True)
+    box, has_box = check_rows(annotations, "bbox", 4, path, where, optional=True)
+    head, has_head = check_rows(annotations, "bbox_head", 4, path, where, optional=True)
     head[:, 2:] += head[:, :2]  # xywh in the file, xyxy in memory (x2 = x + w, as poseval does)
     tids, person_scores = _ids_and_scores18(annotations, path, where)
     image = np.asarray(owners, np.int64).reshape(-1)
@@ -296,16 +297,18 @@ def read_posetrack18(
         KpdiffInputError: unreadable JSON, a missing or ill-typed field, duplicate image ids, an
             annotation whose ``image_id`` is not in ``images``, a keypoint list of the wrong size.
     """
-    return _parse18(_load_json(path), path, predictions, schema)
+    return parse18(load_json(path), path, predictions, schema)
 
 
-def _parse18(
+def parse18(
     data: Any, path: PathLike, predictions: bool, schema: KeypointSchema
 ) -> list[VideoAnnotation]:
+    """The videos of one parsed PoseTrack18/21 file (``data``, read from ``path``), checked as
+    :func:`read_posetrack18` checks them."""
     t = _table18(data, path, predictions, schema)
     frames = []
     for i, (name, iid) in enumerate(zip(t.paths, t.image_ids, strict=True)):
-        num = _frame_number(name)
+        num = frame_number(name)
         frames.append(
             FrameAnnotation(
                 image_path=name,
@@ -340,7 +343,7 @@ def _group_by_folder(frames: list[FrameAnnotation], stem: str) -> list[VideoAnno
 
 
 @dataclass
-class _VideoTable:
+class VideoTable:
     """One video of a PoseTrack18/21 file as arrays, without a Python object per person: what
     :func:`kpdiff.metrics.evaluate_files` reads (:func:`read_posetrack18`'s video, flattened).
 
@@ -370,11 +373,11 @@ class _VideoTable:
     track_id: list[int | None]
 
 
-def _video_tables18(
+def video_tables18(
     data: Any, path: PathLike, predictions: bool, schema: KeypointSchema
-) -> list[_VideoTable]:
+) -> list[VideoTable]:
     """The videos of one parsed PoseTrack18/21 file (``data``, read from ``path``) as
-    :class:`_VideoTable` s: the same checks, errors, videos, frames and numbers as
+    :class:`VideoTable` s: the same checks, errors, videos, frames and numbers as
     :func:`read_posetrack18`, without building an object per frame or person."""
     t = _table18(data, path, predictions, schema)
     head = np.where(t.has_head[:, None], t.head_box, np.nan)
@@ -413,5 +416,5 @@ def _video_tables18(
         else:
             kp, present, hb = t.keypoints[sel], t.present[sel], head[sel]
             tids = [t.track_id[j] for j in sel.tolist()]
-        out.append(_VideoTable(name, paths, ids, labeled, regions, frame, kp, present, hb, tids))
+        out.append(VideoTable(name, paths, ids, labeled, regions, frame, kp, present, hb, tids))
     return out

@@ -27,11 +27,12 @@ MISSING_SCORE = -9999.0
 PathLike = str | os.PathLike
 
 
-def _fail(path: PathLike, where: str, field: str, msg: str) -> KpdiffInputError:
+def fail(path: PathLike, where: str, field: str, msg: str) -> KpdiffInputError:
+    """The error (for the caller to raise) naming the file, the record ``where`` and the field."""
     return KpdiffInputError(f"{path}: {where}: field {field!r}: {msg}")
 
 
-def _load_json(path: PathLike) -> Any:
+def load_json(path: PathLike) -> Any:
     """The parsed JSON file (orjson: strict JSON, UTF-8, no NaN, integers within 64 bits)."""
     try:
         info = os.stat(path)
@@ -64,21 +65,21 @@ def _parse_file(f: Any, size: int) -> Any:
     return orjson.loads(f.read())
 
 
-def _numbers(v: Any, n: int | None, path: PathLike, where: str, field: str) -> list[float]:
+def check_numbers(v: Any, n: int | None, path: PathLike, where: str, field: str) -> list[float]:
     """``v`` as a list of finite numbers (of length ``n`` when given)."""
     ok = isinstance(v, list) and all(
         isinstance(x, int | float) and not isinstance(x, bool) for x in v
     )
     if not ok:
-        raise _fail(path, where, field, f"expected a list of numbers, got {str(v)[:80]}")
+        raise fail(path, where, field, f"expected a list of numbers, got {str(v)[:80]}")
     if n is not None and len(v) != n:
-        raise _fail(path, where, field, f"expected {n} numbers, got {len(v)}")
+        raise fail(path, where, field, f"expected {n} numbers, got {len(v)}")
     if not np.all(np.isfinite(np.asarray(v, dtype=np.float64))):
-        raise _fail(path, where, field, "expected finite numbers, got NaN/inf")
+        raise fail(path, where, field, "expected finite numbers, got NaN/inf")
     return v
 
 
-def _scalar(v: Any, path: PathLike, where: str, field: str, kind: type = float) -> Any:
+def check_scalar(v: Any, path: PathLike, where: str, field: str, kind: type = float) -> Any:
     """A number, also unwrapping PoseTrack17's one-element lists (``[3]`` -> ``3``)."""
     if isinstance(v, list) and len(v) == 1:
         v = v[0]
@@ -89,22 +90,22 @@ def _scalar(v: Any, path: PathLike, where: str, field: str, kind: type = float) 
             isinstance(v, float) and v.is_integer()
         )
         if not ok:
-            raise _fail(path, where, field, f"expected an integer, got {v!r}")
+            raise fail(path, where, field, f"expected an integer, got {v!r}")
         return int(v)
     if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v):
-        raise _fail(path, where, field, f"expected a finite number, got {v!r}")
+        raise fail(path, where, field, f"expected a finite number, got {v!r}")
     return float(v)
 
 
-def _flag(v: Any, path: PathLike, where: str, field: str) -> int:
+def check_flag(v: Any, path: PathLike, where: str, field: str) -> int:
     """A 0/1 flag given as a bool, a number, a digit string or a one-element list of those."""
     if isinstance(v, list) and len(v) == 1:
         v = v[0]
     if v is None:
         return 0
-    flag = int(v) if isinstance(v, bool) else _scalar(v, path, where, field, int)
+    flag = int(v) if isinstance(v, bool) else check_scalar(v, path, where, field, int)
     if flag < 0:  # a negative visibility would count as a joint at its coordinates
-        raise _fail(path, where, field, f"expected a flag >= 0, got {flag}")
+        raise fail(path, where, field, f"expected a flag >= 0, got {flag}")
     return flag
 
 
@@ -123,7 +124,7 @@ def _bulk(rows: list[Any], n: int) -> np.ndarray | None:
     return a if np.isfinite(a).all() else None
 
 
-def _rows(
+def check_rows(
     anns: list[dict], field: str, n: int, path: PathLike, where: Sequence[str], optional: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(values [N, n], given [N] bool)`` of one numeric list field of every annotation.
@@ -141,16 +142,16 @@ def _rows(
         given = np.array([v is not None and v != [] for v in vals], bool)
         if not optional and not given.all():
             j = int(np.flatnonzero(~given)[0])
-            raise _fail(path, where[j], field, f"expected a list of {n} numbers, got nothing")
+            raise fail(path, where[j], field, f"expected a list of {n} numbers, got nothing")
         idx = np.flatnonzero(given)
         rows = [vals[j] for j in idx.tolist()]
     vals_ = _bulk(rows, n)
     if vals_ is None:  # find and name the first bad one
         for j, r in enumerate(rows):
             k = j if idx is None else int(idx[j])
-            _numbers(r, n, path, where[k], field)
+            check_numbers(r, n, path, where[k], field)
         k = 0 if idx is None else int(idx[0])
-        raise _fail(path, where[k], field, f"expected lists of {n} finite numbers")
+        raise fail(path, where[k], field, f"expected lists of {n} finite numbers")
     if idx is None:
         return vals_, given
     out = np.zeros((len(anns), n))
@@ -158,7 +159,7 @@ def _rows(
     return out, given
 
 
-def _frame_number(name: str) -> int | None:
+def frame_number(name: str) -> int | None:
     """The number before the first ``_`` of the name's stem (``v/000012.jpg`` -> 12), else None;
     the stem is :attr:`pathlib.PurePath.stem`'s, found without building a path per image."""
     base = name[name.rfind("/") + 1 :]

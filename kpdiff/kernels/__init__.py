@@ -99,10 +99,10 @@ def _lookup(xbar: torch.Tensor, feat: torch.Tensor, *, concat: bool) -> torch.Te
     check_dtype("feat", feat)
     _same_device(xbar=xbar, feat=feat)
     _check_all_finite(xbar=xbar, feat=feat)
-    return _lookup_unchecked(xbar, feat, concat=concat)
+    return lookup_unchecked(xbar, feat, concat=concat)
 
 
-def _lookup_unchecked(xbar: torch.Tensor, feat: torch.Tensor, *, concat: bool) -> torch.Tensor:
+def lookup_unchecked(xbar: torch.Tensor, feat: torch.Tensor, *, concat: bool) -> torch.Tensor:
     """:func:`lookup_concat` / :func:`lookup_mask` without the input checks (no sync)."""
     if not use_triton(xbar, feat):
         reference = lookup_concat_reference if concat else lookup_mask_reference

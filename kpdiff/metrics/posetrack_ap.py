@@ -214,10 +214,10 @@ def evaluate_files(
         frames: see :func:`posetrack_ap`; default ``"labeled"`` when the ground truth is
             PoseTrack21 (which poseval does not read), else ``"poseval"``.
     """
-    from kpdiff.data.posetrack import _format_of, _read_files, list_annotation_files
-    from kpdiff.data.posetrack17 import _parse17
-    from kpdiff.data.posetrack18 import _video_tables18
-    from kpdiff.data.posetrack_json import _load_json
+    from kpdiff.data.posetrack import format_of, list_annotation_files, read_files
+    from kpdiff.data.posetrack17 import parse17
+    from kpdiff.data.posetrack18 import video_tables18
+    from kpdiff.data.posetrack_json import load_json
 
     sch = get_schema(schema)
     files = list_annotation_files(gt, split, "listing")
@@ -225,18 +225,18 @@ def evaluate_files(
 
     def reader(predictions: bool):
         def read(f: Path) -> list[Video]:  # a file at a time: its JSON is dropped once read
-            data = _load_json(f)
-            formats.append(_format_of(data, f))
+            data = load_json(f)
+            formats.append(format_of(data, f))
             if formats[-1] == "posetrack17":
-                return [ObjectVideo(v) for v in _parse17(data, f, predictions, sch)]
-            return [TableVideo(t) for t in _video_tables18(data, f, predictions, sch)]
+                return [ObjectVideo(v) for v in parse17(data, f, predictions, sch)]
+            return [TableVideo(t) for t in video_tables18(data, f, predictions, sch)]
 
         return read
 
     gc_was_on = gc.isenabled()
     gc.disable()  # parsed JSON is millions of acyclic objects: collecting them finds nothing
     try:
-        truth = _read_files(files, reader(False))
+        truth = read_files(files, reader(False))
     finally:
         if gc_was_on:
             gc.enable()
@@ -248,7 +248,7 @@ def evaluate_files(
     pred_files = list_annotation_files(pred, split)
     gc.disable()
     try:
-        predictions = _read_files(pred_files, reader(True))
+        predictions = read_files(pred_files, reader(True))
     finally:
         if gc_was_on:
             gc.enable()

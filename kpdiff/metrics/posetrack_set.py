@@ -23,7 +23,7 @@ from kpdiff.data.structures import PersonAnnotation, VideoAnnotation
 from kpdiff.errors import KpdiffInputError
 
 if TYPE_CHECKING:
-    from kpdiff.data.posetrack18 import _VideoTable
+    from kpdiff.data.posetrack18 import VideoTable
 
 __all__ = ["EvaluatedSet", "ObjectVideo", "TableVideo", "Video", "WhereFn", "gather"]
 
@@ -172,14 +172,14 @@ class ObjectVideo:
 
 
 class TableVideo:
-    """A video read straight into arrays (:class:`kpdiff.data.posetrack18._VideoTable`).
+    """A video read straight into arrays (:class:`kpdiff.data.posetrack18.VideoTable`).
 
     Attributes (both kinds of video): ``name``; ``paths [T]``, ``image_ids [T]``, ``labeled [T]``
     bool, ``n_persons [T]``; ``regions``: frame -> ignore polygons; ``duplicate_tracks()``;
     ``persons(frames, K, gt, where)`` -> :class:`_Persons`.
     """
 
-    def __init__(self, table: _VideoTable) -> None:
+    def __init__(self, table: VideoTable) -> None:
         self.t, self.name = table, table.name
         self.paths, self.image_ids, self.labeled = table.paths, table.image_ids, table.labeled
         self.n_persons = np.bincount(table.frame, minlength=len(table.paths))

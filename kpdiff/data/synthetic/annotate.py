@@ -9,21 +9,21 @@ import numpy as np
 
 from kpdiff.data.structures import PersonAnnotation
 from kpdiff.data.synthetic.config import SyntheticConfig
-from kpdiff.data.synthetic.kinematics import _Kinematics
-from kpdiff.data.synthetic.scene import _Figure
+from kpdiff.data.synthetic.kinematics import Kinematics
+from kpdiff.data.synthetic.scene import Figure
 
 if TYPE_CHECKING:  # render imports this module
-    from kpdiff.data.synthetic.render import _Drawn
+    from kpdiff.data.synthetic.render import Drawn
 
 
-def _annotate(
-    fig: _Figure,
+def annotate(
+    fig: Figure,
     t: int,
     rank: int,
-    drawn: _Drawn,
+    drawn: Drawn,
     label: np.ndarray,
     cam: np.ndarray,
-    kin: _Kinematics,
+    kin: Kinematics,
     cfg: SyntheticConfig,
     regions: list[np.ndarray],
 ) -> PersonAnnotation | None:
@@ -51,10 +51,10 @@ def _annotate(
     return PersonAnnotation(keypoints, np.round(drawn.box, 2), head_box, fig.track_id)
 
 
-def _detections(
+def fake_detections(
     rng: np.random.Generator,
     cfg: SyntheticConfig,
-    drawn: list[_Drawn | None],
+    drawn: list[Drawn | None],
     label: np.ndarray,
     path: str,
 ) -> list[dict]:

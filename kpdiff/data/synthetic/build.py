@@ -16,9 +16,9 @@ import numpy as np
 
 from kpdiff.data.posetrack import write_posetrack18
 from kpdiff.data.schemas import QUADRUPED, get_schema
-from kpdiff.data.synthetic.config import GENERATOR_VERSION, SyntheticConfig, _canonical
-from kpdiff.data.synthetic.kinematics import _Kinematics
-from kpdiff.data.synthetic.render import _render_video
+from kpdiff.data.synthetic.config import GENERATOR_VERSION, SyntheticConfig, canonical
+from kpdiff.data.synthetic.kinematics import Kinematics
+from kpdiff.data.synthetic.render import render_video
 from kpdiff.data.synthetic.rigs import HUMAN_RIG, QUADRUPED_RIG, get_rig
 from kpdiff.errors import KpdiffInputError
 from kpdiff.io import write_json_atomic
@@ -73,7 +73,7 @@ def build_synthetic_dataset(
         raise KpdiffInputError(f"splits: {splits} map to the same video ids {codes}; rename one")
     schema = get_schema(config.schema)
     # The rig is checked first (a rig without FigureRig.head fails even where a build exists).
-    kin = _Kinematics.build(schema, config.rig or get_rig(schema))
+    kin = Kinematics.build(schema, config.rig or get_rig(schema))
     digest = config.fingerprint(splits)
     if _build_hash(root) == digest:
         return root
@@ -92,7 +92,7 @@ def build_synthetic_dataset(
             "generator_version": GENERATOR_VERSION,
             "splits": list(splits),
             "videos": videos,
-            "config": _canonical(config),
+            "config": canonical(config),
         }
         write_json_atomic(manifest, tmp / MANIFEST)
         _swap_into_place(tmp, root, digest)
@@ -136,7 +136,7 @@ def _build_split(
     out: Path,
     split: str,
     cfg: SyntheticConfig,
-    kin: _Kinematics,
+    kin: Kinematics,
     workers: int,
     bar: bool | None = None,
 ) -> list[str]:
@@ -174,7 +174,7 @@ def _build_split(
     return [name for name, _ in results]
 
 
-_SPLIT_JOB: tuple[Path, str, int, SyntheticConfig, _Kinematics] | None = None
+_SPLIT_JOB: tuple[Path, str, int, SyntheticConfig, Kinematics] | None = None
 """``(out, split, code, config, kinematics)`` of the split being built (see ``_build_split``)."""
 
 PARALLEL_MIN_FRAMES = 2000
@@ -203,7 +203,7 @@ def _start_worker(out: Path, split: str, code: int, cfg: SyntheticConfig) -> Non
     global _SPLIT_JOB
     cv2.setNumThreads(1)
     schema = get_schema(cfg.schema)
-    _SPLIT_JOB = (out, split, code, cfg, _Kinematics.build(schema, get_rig(schema)))
+    _SPLIT_JOB = (out, split, code, cfg, Kinematics.build(schema, get_rig(schema)))
 
 
 def _build_video(i: int) -> tuple[str, list[dict]]:
@@ -213,7 +213,7 @@ def _build_video(i: int) -> tuple[str, list[dict]]:
     out, split, code, cfg, kin = _SPLIT_JOB
     name = f"{code * 10000 + i:06d}_synthetic"
     scene_seed, det_seed = np.random.SeedSequence([cfg.seed, code, i]).spawn(2)
-    video, dets = _render_video(
+    video, dets = render_video(
         out, f"images/{split}/{name}", name, code * 10000 + i, cfg, kin,
         np.random.default_rng(scene_seed), np.random.default_rng(det_seed),
     )  # fmt: skip

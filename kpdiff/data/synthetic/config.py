@@ -130,22 +130,22 @@ class SyntheticConfig:
         payload = {
             "version": GENERATOR_VERSION,
             "splits": list(splits),
-            "config": _canonical(self),
-            "schema": _canonical(get_schema(self.schema)),
-            "rig": _canonical(self.rig or get_rig(get_schema(self.schema))),
+            "config": canonical(self),
+            "schema": canonical(get_schema(self.schema)),
+            "rig": canonical(self.rig or get_rig(get_schema(self.schema))),
         }
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _canonical(obj: Any) -> Any:
+def canonical(obj: Any) -> Any:
     """A JSON-able, order-stable form of (nested) dataclasses, mappings and sequences."""
     if hasattr(obj, "__dataclass_fields__"):
-        return {f.name: _canonical(getattr(obj, f.name)) for f in fields(obj)}
+        return {f.name: canonical(getattr(obj, f.name)) for f in fields(obj)}
     if isinstance(obj, Mapping):
-        return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+        return {str(k): canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
     if isinstance(obj, list | tuple):
-        return [_canonical(v) for v in obj]
+        return [canonical(v) for v in obj]
     if isinstance(obj, np.generic):
         return obj.item()
     return obj

@@ -12,7 +12,7 @@ from kpdiff.errors import KpdiffInputError
 
 
 @dataclass
-class _Kinematics:
+class Kinematics:
     """A rig resolved against a schema: indices instead of names, a traversal order, bones."""
 
     schema: KeypointSchema
@@ -27,7 +27,7 @@ class _Kinematics:
     extent: tuple[float, float, float]  # rest (top, bottom) y and max distance from the root
 
     @classmethod
-    def build(cls, schema: KeypointSchema, rig: FigureRig) -> _Kinematics:
+    def build(cls, schema: KeypointSchema, rig: FigureRig) -> Kinematics:
         names = schema.keypoints
         where = f"FigureRig for schema {schema.name!r}"
         missing = [n for n in names if n not in rig.rest]
@@ -106,7 +106,7 @@ class _Kinematics:
         """
         local: dict[int, np.ndarray] = {}
         for j, axis, angles in swings:
-            r = _rotation(axis, angles)
+            r = rotation(axis, angles)
             local[j] = local[j] @ r if j in local else r
         eye = np.broadcast_to(np.eye(3), (frames, 3, 3))
         rot: dict[int, np.ndarray] = {}
@@ -120,7 +120,7 @@ class _Kinematics:
         return pos.transpose(1, 0, 2)
 
 
-def _rotation(axis: str, angles: np.ndarray) -> np.ndarray:
+def rotation(axis: str, angles: np.ndarray) -> np.ndarray:
     """Rotation matrices ``[T, 3, 3]`` about a figure axis by ``angles [T]`` (radians)."""
     c, s = np.cos(angles), np.sin(angles)
     one, zero = np.ones_like(c), np.zeros_like(c)

@@ -12,16 +12,16 @@ import cv2
 import numpy as np
 
 from kpdiff.data.structures import FrameAnnotation, VideoAnnotation
-from kpdiff.data.synthetic.annotate import _annotate, _detections
+from kpdiff.data.synthetic.annotate import annotate, fake_detections
 from kpdiff.data.synthetic.config import SyntheticConfig
-from kpdiff.data.synthetic.kinematics import _Kinematics
-from kpdiff.data.synthetic.scene import _clip_polygon, _Figure, _make_scene, _Occluder, _Scene
+from kpdiff.data.synthetic.kinematics import Kinematics
+from kpdiff.data.synthetic.scene import Figure, Occluder, Scene, clip_polygon, make_scene
 
 _OCCLUDER_RANK = 30000
 
 
 @dataclass
-class _Drawn:
+class Drawn:
     """Where a figure landed on a frame: its silhouette box and pixels."""
 
     box: np.ndarray  # [4] xywh, tight around the silhouette (pixel edges)
@@ -30,8 +30,8 @@ class _Drawn:
 
 
 def _render_frame(
-    scene: _Scene, i: int, kin: _Kinematics, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, list[_Figure], list[_Drawn | None]]:
+    scene: Scene, i: int, kin: Kinematics, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, list[Figure], list[Drawn | None]]:
     """Frame ``i``: RGB image, the label map (who is on top where), figures in drawing order."""
     h_img, w_img = scene.noise.shape[0] - 16, scene.noise.shape[1] - 16
     ox, oy = scene.camera[i]
@@ -49,18 +49,18 @@ def _render_frame(
     return frame.astype(np.uint8), label, order, drawn
 
 
-def _render_video(
+def render_video(
     out: Path,
     image_dir: str,
     name: str,
     vid_num: int,
     cfg: SyntheticConfig,
-    kin: _Kinematics,
+    kin: Kinematics,
     rng: np.random.Generator,
     det_rng: np.random.Generator,
 ) -> tuple[VideoAnnotation, list[dict]]:
     """Render, write and annotate one video; returns its annotation and its detector boxes."""
-    scene = _make_scene(rng, cfg, kin)
+    scene = make_scene(rng, cfg, kin)
     video, detections = VideoAnnotation(name), []
     (out / image_dir).mkdir(parents=True, exist_ok=True)
     jpeg = [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality]
@@ -71,30 +71,30 @@ def _render_video(
         labelled = i % cfg.labelled_every == 0
         regions = []
         if labelled and scene.region is not None:
-            regions = _clip_polygon(scene.region - scene.camera[i], *label.shape[::-1])
+            regions = clip_polygon(scene.region - scene.camera[i], *label.shape[::-1])
         annotation = FrameAnnotation(
             path, i, image_id=10_000_000_000 + vid_num * 10_000 + i, is_labeled=labelled,
             ignore_regions=regions,
         )  # fmt: skip
         for rank, (fig, d) in enumerate(zip(order, drawn, strict=True)):
             if labelled and fig.track_id is not None and d is not None:
-                person = _annotate(fig, i, rank, d, label, scene.camera[i], kin, cfg, regions)
+                person = annotate(fig, i, rank, d, label, scene.camera[i], kin, cfg, regions)
                 if person is not None:
                     annotation.persons.append(person)
         video.frames.append(annotation)
-        detections += _detections(det_rng, cfg, drawn, label, path)
+        detections += fake_detections(det_rng, cfg, drawn, label, path)
     return video, detections
 
 
 def _draw_figure(
     frame: np.ndarray,
     label: np.ndarray,
-    fig: _Figure,
+    fig: Figure,
     t: int,
     rank: int,
     cam: np.ndarray,
-    kin: _Kinematics,
-) -> _Drawn | None:
+    kin: Kinematics,
+) -> Drawn | None:
     """Paint a figure (back to front) on ``frame``; mark its pixels ``rank`` in ``label``."""
     h_img, w_img = label.shape
     xy, scale = fig.xy[t] - cam, fig.scale[t]
@@ -123,7 +123,7 @@ def _draw_figure(
     label[y0:y1, x0:x1][pixels] = rank
     lo = np.array([pixels[1].min() + x0, pixels[0].min() + y0], np.float64)
     hi = np.array([pixels[1].max() + x0, pixels[0].max() + y0], np.float64)
-    return _Drawn(np.concatenate([lo - 0.5, hi - lo + 1]), (y0, y1, x0, x1), pixels)
+    return Drawn(np.concatenate([lo - 0.5, hi - lo + 1]), (y0, y1, x0, x1), pixels)
 
 
 def _draw_part(
@@ -148,7 +148,7 @@ def _draw_part(
         cv2.line(mat, a, b, value, thick, cv2.LINE_8, 4)
 
 
-def _draw_occluder(frame: np.ndarray, label: np.ndarray, occ: _Occluder, t: int) -> None:
+def _draw_occluder(frame: np.ndarray, label: np.ndarray, occ: Occluder, t: int) -> None:
     h_img, w_img = label.shape
     h, w = occ.mask.shape
     x, y = (round(float(v)) for v in occ.corner[t])

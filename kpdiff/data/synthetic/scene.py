@@ -11,13 +11,13 @@ import cv2
 import numpy as np
 
 from kpdiff.data.synthetic.config import SyntheticConfig
-from kpdiff.data.synthetic.kinematics import _Kinematics, _rotation
+from kpdiff.data.synthetic.kinematics import Kinematics, rotation
 from kpdiff.data.synthetic.rigs import HUMAN_RIG
 
 
 # --------------------------------------------------------------------------------------- figures
 @dataclass
-class _Figure:
+class Figure:
     """One animated figure over a video, in world (background) pixel coordinates."""
 
     xy: np.ndarray  # [T, K, 2]
@@ -29,14 +29,14 @@ class _Figure:
 
 def _make_figure(
     rng: np.random.Generator,
-    kin: _Kinematics,
+    kin: Kinematics,
     frames: int,
     height: float,
     x_mid: float,
     feet_y: float,
     track_id: int | None,
     travel: bool = True,
-) -> _Figure:
+) -> Figure:
     """Draw a motion, its timing, a yaw, a path and textures for one figure."""
     rig = kin.rig
     t = np.arange(frames, dtype=np.float64)
@@ -57,7 +57,7 @@ def _make_figure(
         amp, f, ph = rng.uniform(0, 5), rng.uniform(0.01, 0.06), rng.random()
         swings.append((j, "z", np.radians(amp * np.sin(2 * np.pi * (ph + f * t)))))
     yaw = rng.uniform(*rig.yaw_range) + (180.0 if rng.random() < rig.turn_prob else 0.0)
-    turn = _rotation("y", np.radians(np.array([yaw])))[0]
+    turn = rotation("y", np.radians(np.array([yaw])))[0]
     pose = kin.animate(swings, frames) @ turn.T  # [T, K, 3]
     heading = (turn @ np.asarray(rig.forward, np.float64))[0]
 
@@ -68,10 +68,10 @@ def _make_figure(
     )
     xy = root[:, None] + scale[:, None, None] * pose[..., :2]
     size = int(2 * 1.3 * kin.extent[2] * scale.max()) + 8
-    return _Figure(xy, pose[..., 2], scale, _figure_textures(rng, kin, size), track_id)
+    return Figure(xy, pose[..., 2], scale, _figure_textures(rng, kin, size), track_id)
 
 
-def _figure_textures(rng: np.random.Generator, kin: _Kinematics, size: int) -> np.ndarray:
+def _figure_textures(rng: np.random.Generator, kin: Kinematics, size: int) -> np.ndarray:
     """``[M, S, S, 3]`` textures: palette colours or random ones, darker copies per ``shades``."""
     rig = kin.rig
     out = np.empty((kin.materials, size, size, 3), np.uint8)
@@ -154,7 +154,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 @dataclass
-class _Occluder:
+class Occluder:
     """A sprite moving across the frame (opaque: hides joints; translucent: only degrades)."""
 
     sprite: np.ndarray  # [h, w, 3] uint8
@@ -165,7 +165,7 @@ class _Occluder:
 
 def _make_occluder(
     rng: np.random.Generator, target: np.ndarray, size: float, h_img: int, translucent: float
-) -> _Occluder:
+) -> Occluder:
     """An occluder that passes over ``target [T, 2]`` (frame pixels) in the middle of the video."""
     frames = len(target)
     kind = rng.integers(4)
@@ -193,26 +193,26 @@ def _make_occluder(
     t = np.arange(frames)[:, None]
     corner = target[t_star] + velocity * (t - t_star) * (h_img / 240) - np.array([w / 2, h / 2])
     alpha = rng.uniform(0.5, 0.8) if rng.random() < translucent else 1.0
-    return _Occluder(sprite[:h, :w], mask.astype(bool), corner, float(alpha))
+    return Occluder(sprite[:h, :w], mask.astype(bool), corner, float(alpha))
 
 
 # ------------------------------------------------------------------------------- a video's scene
 @dataclass
-class _Scene:
+class Scene:
     """Everything of a video that is drawn before its frames are."""
 
     background: np.ndarray  # [H + 2 my, W + 2 mx, 3] uint8, the world
     camera: np.ndarray  # [T, 2] int, the frame's top-left corner in the world
     blur: list[np.ndarray | None]  # per frame: a motion-blur kernel or None
-    figures: list[_Figure]  # annotated, track id = position
-    crowd: list[_Figure]  # unannotated, inside `region`
+    figures: list[Figure]  # annotated, track id = position
+    crowd: list[Figure]  # unannotated, inside `region`
     region: np.ndarray | None  # [P, 2] ignore polygon in world pixels
-    occluders: list[_Occluder]
+    occluders: list[Occluder]
     noise: np.ndarray  # [H + 16, W + 16, 1] int16 sensor noise, sliced at random per frame
     gains: np.ndarray  # [T] brightness flicker
 
 
-def _make_scene(rng: np.random.Generator, cfg: SyntheticConfig, kin: _Kinematics) -> _Scene:
+def make_scene(rng: np.random.Generator, cfg: SyntheticConfig, kin: Kinematics) -> Scene:
     """Camera path and shake, background, figures, ignore region, occluders, noise."""
     frames, (h_img, w_img) = cfg.frames_per_video, cfg.image_size
     t = np.arange(frames, dtype=np.float64)[:, None]
@@ -251,12 +251,12 @@ def _make_scene(rng: np.random.Generator, cfg: SyntheticConfig, kin: _Kinematics
             occluders.append(_make_occluder(rng, target, size, h_img, cfg.translucent_prob))
     noise = rng.normal(0, rng.uniform(0, 4), (h_img + 16, w_img + 16, 1)).astype(np.int16)
     gains = 1 + rng.normal(0, 0.04, frames)
-    return _Scene(background, camera, blur, figures, crowd, region, occluders, noise, gains)
+    return Scene(background, camera, blur, figures, crowd, region, occluders, noise, gains)
 
 
 def _ignore_region(
-    rng: np.random.Generator, kin: _Kinematics, cfg: SyntheticConfig, margin: np.ndarray
-) -> tuple[list[_Figure], np.ndarray]:
+    rng: np.random.Generator, kin: Kinematics, cfg: SyntheticConfig, margin: np.ndarray
+) -> tuple[list[Figure], np.ndarray]:
     """2–3 small unannotated figures and a polygon ``[P, 2]`` (world pixels) around them."""
     h_img, w_img = cfg.image_size
     frames = cfg.frames_per_video
@@ -277,7 +277,7 @@ def _ignore_region(
     return crowd, (lo + hi) / 2 + radius * np.stack([np.cos(ang), np.sin(ang)], 1)
 
 
-def _clip_polygon(poly: np.ndarray, width: int, height: int) -> list[np.ndarray]:
+def clip_polygon(poly: np.ndarray, width: int, height: int) -> list[np.ndarray]:
     """The parts ``[P, 2]`` of a polygon inside the image (shapely intersection)."""
     from shapely.geometry import Polygon, box
 

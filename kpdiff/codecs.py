@@ -22,10 +22,7 @@ import torch.nn.functional as F
 
 from kpdiff.errors import KpdiffInputError, check_int, check_number, check_shape, check_sizes
 from kpdiff.kernels import decode_heatmaps, render_heatmaps
-
-HEATMAP_STRIDE = 4
-"""Input pixels per heatmap pixel: a 256×192 crop gives 64×48 heatmaps (SimpleBaseline's,
-DiffPose's). The one place this number is written; models and the clip pipeline ask for it."""
+from kpdiff.strides import HEATMAP_STRIDE  # input pixels per heatmap pixel (4), written there
 
 __all__ = [
     "HEATMAP_STRIDE",

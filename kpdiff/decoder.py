@@ -24,10 +24,9 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import nn
 
-from kpdiff.codecs import HEATMAP_STRIDE
-from kpdiff.encoder import PATCH_STRIDE
 from kpdiff.errors import KpdiffInputError, check_shape
 from kpdiff.lookup import FeaturePyramid, Fusion, HeatmapEmbed, LookupInteraction, ScaleFusion
+from kpdiff.strides import HEATMAP_STRIDE, PATCH_STRIDE
 
 __all__ = ["DecoderCondition", "PoseDecoder", "StepRescale", "timestep_embedding"]
 

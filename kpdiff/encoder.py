@@ -33,6 +33,7 @@ from torch.utils.checkpoint import checkpoint
 
 from kpdiff.errors import KpdiffInputError
 from kpdiff.io import state_dict_diff
+from kpdiff.strides import PATCH_STRIDE  # 𝔽 is at 1/16 of the input
 
 __all__ = [
     "Backbone",
@@ -41,8 +42,6 @@ __all__ = [
     "load_backbone_state_dict",
     "load_backbone_weights",
 ]
-
-PATCH_STRIDE = 16  # 𝔽 is at 1/16 of the input; the decoder's pyramid (×1/×2/×4) relies on it
 
 
 class SpatioTemporalEncoder(nn.Module):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from kpdiff.errors import KpdiffInputError
+from kpdiff.strides import HEATMAP_STRIDE
 
 __all__ = ["ddim_step", "ddim_timesteps", "decode_heatmaps", "render_heatmaps"]
 
@@ -51,7 +52,7 @@ def ddim_step(
 def decode_heatmaps(
     heatmaps: np.ndarray,
     *,
-    stride: float = 4.0,
+    stride: float = HEATMAP_STRIDE,
     refine: str = "quarter",
     sigma: float = 2.0,
     dark_kernel: int = 11,
@@ -62,8 +63,8 @@ def decode_heatmaps(
     Argmax (first maximum in row-major order), then ``"quarter"`` (a quarter pixel toward the
     larger neighbour, a missing neighbour counting as 0), ``"dark"`` (a Newton step on the log
     of the heatmap blurred by a Gaussian of size ``dark_kernel`` and std ``sigma``; the border
-    pixels keep the quarter result) or ``"none"``. Defaults: stride ``4.0``, ``"quarter"``,
-    σ ``2.0``, kernel ``11``.
+    pixels keep the quarter result) or ``"none"``. Defaults: stride
+    :data:`~kpdiff.strides.HEATMAP_STRIDE` (4), ``"quarter"``, σ ``2.0``, kernel ``11``.
     """
     if refine not in ("none", "quarter", "dark"):
         raise KpdiffInputError(f"refine: expected 'none', 'quarter' or 'dark', got {refine!r:.60}")
@@ -147,7 +148,11 @@ def _taylor_offset(logh: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray
 
 
 def render_heatmaps(
-    keypoints: np.ndarray, heatmap_size: tuple[int, int], *, stride: float = 4.0, sigma: float = 2.0
+    keypoints: np.ndarray,
+    heatmap_size: tuple[int, int],
+    *,
+    stride: float = HEATMAP_STRIDE,
+    sigma: float = 2.0,
 ) -> np.ndarray:
     """``GaussianHeatmapCodec.encode`` of visible joints in numpy: ``keypoints [B, K, 2]`` (input
     pixels) → ``[B, K, H, W]`` float32, peak 1, zero for a joint more than 3σ outside the map."""

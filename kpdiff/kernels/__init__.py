@@ -36,6 +36,7 @@ from kpdiff.kernels.reference import (
     lookup_mask_reference,
     render_heatmaps_reference,
 )
+from kpdiff.strides import HEATMAP_STRIDE
 
 __all__ = [
     "ddim_step",
@@ -218,7 +219,7 @@ def render_heatmaps(
     visibility: torch.Tensor,
     *,
     heatmap_size: tuple[int, int] = (64, 48),
-    stride: float = 4.0,
+    stride: float = HEATMAP_STRIDE,
     sigma: float = 2.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian target heatmaps, exactly as ``GaussianHeatmapCodec.encode`` renders them.
@@ -233,7 +234,8 @@ def render_heatmaps(
             ``visibility > 0``.
         heatmap_size: ``(H, W)``, integers ≥ 1 (integral floats such as ``64.0`` are
             accepted). Default ``(64, 48)``.
-        stride: input pixels per heatmap pixel, finite and > 0. Default ``4.0``.
+        stride: input pixels per heatmap pixel, finite and > 0. Default
+            :data:`~kpdiff.strides.HEATMAP_STRIDE` (4).
         sigma: Gaussian std in heatmap pixels, finite and > 0. Default ``2.0``.
 
     Returns:
@@ -261,7 +263,7 @@ def render_heatmaps(
 
 
 def decode_heatmaps(
-    heatmaps: torch.Tensor, *, stride: float = 4.0, refine: str = "quarter"
+    heatmaps: torch.Tensor, *, stride: float = HEATMAP_STRIDE, refine: str = "quarter"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Keypoints by argmax (+ a quarter-pixel shift), as ``GaussianHeatmapCodec.decode``.
 
@@ -272,7 +274,8 @@ def decode_heatmaps(
     Args:
         heatmaps: ``[B, K, H, W]`` (``H, W ≥ 1``; ``B`` or ``K`` may be 0), any float dtype and
             strides; finite values within float32's range (they are read as float32).
-        stride: input pixels per heatmap pixel, finite and > 0. Default ``4.0``.
+        stride: input pixels per heatmap pixel, finite and > 0. Default
+            :data:`~kpdiff.strides.HEATMAP_STRIDE` (4).
         refine: ``"quarter"`` (default) or ``"none"`` (plain argmax).
 
     Returns:

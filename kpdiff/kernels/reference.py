@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from kpdiff.errors import KpdiffInputError, check_number, check_sizes
+from kpdiff.strides import HEATMAP_STRIDE
 
 __all__ = [
     "ddim_coefficients",
@@ -146,7 +147,7 @@ def render_heatmaps_reference(
     keypoints: torch.Tensor,
     visibility: torch.Tensor,
     heatmap_size: tuple[int, int] = (64, 48),
-    stride: float = 4.0,
+    stride: float = HEATMAP_STRIDE,
     sigma: float = 2.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian target heatmaps: exactly ``GaussianHeatmapCodec.encode`` (without its checks).
@@ -161,7 +162,8 @@ def render_heatmaps_reference(
         visibility: ``[B, K]``, any dtype.
         heatmap_size: ``(H, W)``, integers ≥ 1 (integral floats such as ``64.0`` are accepted).
             Default ``(64, 48)``.
-        stride: input pixels per heatmap pixel, finite and > 0. Default ``4.0``.
+        stride: input pixels per heatmap pixel, finite and > 0. Default
+            :data:`~kpdiff.strides.HEATMAP_STRIDE` (4).
         sigma: Gaussian std in heatmap pixels, finite and > 0. Default ``2.0``.
 
     Returns:
@@ -192,7 +194,7 @@ def render_heatmaps_reference(
 
 
 def decode_heatmaps_reference(
-    heatmaps: torch.Tensor, stride: float = 4.0, refine: str = "quarter"
+    heatmaps: torch.Tensor, stride: float = HEATMAP_STRIDE, refine: str = "quarter"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Argmax decoding: exactly ``GaussianHeatmapCodec.decode`` with ``refine`` "quarter"/"none".
 
@@ -203,7 +205,8 @@ def decode_heatmaps_reference(
 
     Args:
         heatmaps: ``[B, K, H, W]``, any float dtype (read as float32); finite values.
-        stride: input pixels per heatmap pixel, finite and > 0. Default ``4.0``.
+        stride: input pixels per heatmap pixel, finite and > 0. Default
+            :data:`~kpdiff.strides.HEATMAP_STRIDE` (4).
         refine: ``"quarter"`` (default) or ``"none"``.
 
     Returns:

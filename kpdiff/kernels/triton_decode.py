@@ -19,6 +19,7 @@ from kpdiff.kernels._triton_common import (
     next_pow2,
     pixel_offsets,
 )
+from kpdiff.strides import HEATMAP_STRIDE
 
 __all__ = ["decode_heatmaps_triton"]
 
@@ -71,7 +72,7 @@ def _block(hw: int, device: torch.device) -> int:
 
 
 def decode_heatmaps_triton(
-    heatmaps: torch.Tensor, stride: float = 4.0, refine: str = "quarter"
+    heatmaps: torch.Tensor, stride: float = HEATMAP_STRIDE, refine: str = "quarter"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused :func:`~kpdiff.kernels.reference.decode_heatmaps_reference` (same arguments)."""
     b, k, h, w = heatmaps.shape

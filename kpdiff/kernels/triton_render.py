@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from kpdiff.kernels._triton_common import launch_kwargs, next_pow2
+from kpdiff.strides import HEATMAP_STRIDE
 
 __all__ = ["render_heatmaps_triton"]
 
@@ -57,7 +58,7 @@ def render_heatmaps_triton(
     keypoints: torch.Tensor,
     visibility: torch.Tensor,
     heatmap_size: tuple[int, int] = (64, 48),
-    stride: float = 4.0,
+    stride: float = HEATMAP_STRIDE,
     sigma: float = 2.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused :func:`~kpdiff.kernels.reference.render_heatmaps_reference` (same arguments)."""

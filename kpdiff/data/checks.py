@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kpdiff.data.clips import IMAGE_SUFFIXES, TopDownClipDataset, clip_indices
 from kpdiff.data.detections import boxes_for_frame, image_key, read_detections
+from kpdiff.data.posetrack_json import frame_number
 from kpdiff.data.structures import VideoAnnotation
 
 __all__ = [
@@ -26,11 +27,6 @@ __all__ = [
     "preflight",
     "window_frames",
 ]
-
-
-def _frame_number(name: str) -> int | None:
-    stem = Path(name).stem.split("_")[0]
-    return int(stem) if re.fullmatch(r"\d+", stem) else None
 
 
 def naming_style(names: Sequence[str]) -> str:
@@ -60,8 +56,8 @@ def _missing_hint(path: Path) -> str:
     files = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         return f"{folder} holds no images"
-    num = _frame_number(path.name)
-    same = [f for f in files if num is not None and _frame_number(f) == num]
+    num = frame_number(path.name)
+    same = [f for f in files if num is not None and frame_number(f) == num]
     hint = f"{folder} holds {len(files)} frame(s) named {naming_style(files)}, e.g. {files[0]}"
     if same:
         hint += f"; {same[0]} has the same frame number (another naming convention?)"

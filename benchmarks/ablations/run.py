@@ -38,7 +38,7 @@ import torch
 
 from kpdiff import DiffPose, HeatmapRegressor
 from kpdiff.engine.config import ExperimentConfig
-from kpdiff.engine.data import model_config, prepare_datasets
+from kpdiff.engine.data import prepare_datasets
 from kpdiff.engine.demo import demo_config, plot_sweep
 from kpdiff.engine.evaluate import evaluate_model
 from kpdiff.engine.train import train
@@ -96,7 +96,7 @@ def run_variant(
     best = Path(cfg.runtime.output_dir) / "best"
     if not (eval_only and (best / "model.safetensors").is_file()):
         torch.manual_seed(seed)
-        model = kind(model_config(cfg)) if kind is HeatmapRegressor else None
+        model = kind(cfg.model.diffpose_config()) if kind is HeatmapRegressor else None
         train(cfg, datasets=datasets, model=model)
     model = kind.from_pretrained(best)
     grid = FULL_GRID if name == FULL else [(1, 1)] if name == CONTROL else VARIANT_GRID

@@ -13,7 +13,6 @@ from kpdiff.data.schemas import KeypointSchema, get_schema
 from kpdiff.data.structures import VideoAnnotation
 from kpdiff.data.synthetic import build_synthetic_dataset
 from kpdiff.diffpose import DiffPose
-from kpdiff.diffpose_config import DiffPoseConfig
 from kpdiff.engine.config import ExperimentConfig
 from kpdiff.engine.distributed import DistInfo, barrier
 from kpdiff.errors import KpdiffInputError
@@ -81,7 +80,7 @@ def prepare_datasets(
     """Read the annotations and build the train / val clip datasets of ``config``."""
     root = ensure_dataset(config, info)
     schema = get_schema(config.data.schema)
-    model_cfg = model_config(config)
+    model_cfg = config.model.diffpose_config()
     # The model says what clips it takes and what its targets are (heatmap size, σ).
     clip_cfg = model_cfg.data_config(edge=config.data.edge, min_box_score=config.data.min_box_score)
     codec = model_cfg.codec()
@@ -117,8 +116,3 @@ def resolve_boxes(val_boxes: str, root: Path) -> Path | None:
         f"data.val_boxes: {val_boxes} does not exist (nor under data.root {root}); "
         f"use 'gt' or a detector-box JSON file"
     )
-
-
-def model_config(config: ExperimentConfig) -> DiffPoseConfig:
-    """The ``DiffPoseConfig`` that ``config.model`` describes (preset + overrides)."""
-    return config.model.diffpose_config()

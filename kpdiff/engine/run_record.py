@@ -18,7 +18,7 @@ from torch import nn
 from kpdiff.data.clips import TopDownClipDataset
 from kpdiff.data.schemas import get_schema
 from kpdiff.engine.config import ExperimentConfig
-from kpdiff.engine.data import Datasets, model_config
+from kpdiff.engine.data import Datasets
 
 __all__ = ["experiment_record"]
 
@@ -87,7 +87,7 @@ def _datasets_as_configured(config: ExperimentConfig, datasets: Datasets) -> boo
     train, val = datasets.train, datasets.val
     if not isinstance(train, TopDownClipDataset) or not isinstance(val, TopDownClipDataset):
         return False
-    model = model_config(config)
+    model = config.model.diffpose_config()
     clip = model.data_config(edge=config.data.edge, min_box_score=config.data.min_box_score)
     codec = model.codec()
     schema = get_schema(config.data.schema).name

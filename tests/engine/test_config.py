@@ -22,7 +22,6 @@ from kpdiff.engine.config import (
     save_config,
     write_text_atomic,
 )
-from kpdiff.engine.data import model_config
 from kpdiff.errors import KpdiffInputError
 
 CONFIGS = REPO / "examples" / "diffpose" / "configs"
@@ -359,7 +358,7 @@ def test_every_example_config_loads():
     assert {f"{n}.yaml" for n in expected} <= names
     for path in files:
         cfg = load_config(path)
-        model_config(cfg)  # preset and overrides resolve to a DiffPoseConfig
+        cfg.model.diffpose_config()  # preset and overrides resolve to a DiffPoseConfig
         # the file states every field explicitly
         data = yaml.safe_load(path.read_text())
         assert set(data) == set(cfg.to_dict()), path
@@ -368,7 +367,7 @@ def test_every_example_config_loads():
 @pytest.mark.parametrize("name", ["posetrack17", "posetrack18", "posetrack21"])
 def test_paper_configs_hold_the_paper_settings(name):
     cfg = load_config(CONFIGS / f"{name}.yaml")
-    model = model_config(cfg)
+    model = cfg.model.diffpose_config()
     assert cfg.model.preset == "diffpose-b"
     assert model.backbone == "vit_base_patch16_224"
     assert model.input_size == (256, 192) and model.heatmap_size == (64, 48)

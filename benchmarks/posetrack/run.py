@@ -104,7 +104,7 @@ def _relative_to(path: str, root: str) -> Path | None:
 def cmd_train(args: argparse.Namespace) -> int:
     from kpdiff.data.checks import preflight
     from kpdiff.engine.config import load_config, split_overrides
-    from kpdiff.engine.data import prepare_datasets
+    from kpdiff.engine.data import prepare_datasets, resolve_boxes
     from kpdiff.engine.distributed import DistInfo
     from kpdiff.engine.train import train
     from kpdiff.errors import KpdiffInputError
@@ -138,12 +138,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     say(f"  {config.optim.epochs} epochs, batch {config.optim.batch_size} per process, lr "
         f"{config.optim.lr}, output {config.runtime.output_dir}")  # fmt: skip
     datasets = None
-    if not config.data.synthetic and not args.no_check:
+    if config.data.synthetic is None and not args.no_check:
         datasets = prepare_datasets(config, DistInfo())
-        errors = [f"train: {e}" for e in preflight(datasets.train, [], None, 0.0)]
-        val = preflight(
-            datasets.val, datasets.val_videos, config.data.val_boxes, config.data.min_box_score
-        )
+        errors = [f"train: {e}" for e in preflight(datasets.train, [], None)]
+        # the box file the datasets were built with (a path relative to data.root too)
+        boxes = resolve_boxes(config.data.val_boxes, Path(config.data.root))
+        val = preflight(datasets.val, datasets.val_videos, boxes)
         errors += [f"val: {e}" for e in val]
         if errors:
             raise KpdiffInputError("\n".join(errors))

@@ -100,8 +100,7 @@ def cmd_smoke(args: argparse.Namespace) -> int:
         f"  clips: {len(gt_set)} from ground-truth boxes, {len(det_set)} from detector boxes "
         f"({len(raw)} COCO-format boxes in {SAMPLE_BOXES}, {len(det_set)} with score >= 0.2)"
     )
-    cut = det_set.config.min_box_score
-    errors = [e for boxes, ds in sets.items() for e in preflight(ds, videos, boxes, cut)]
+    errors = [e for boxes, ds in sets.items() for e in preflight(ds, videos, boxes)]
     if errors:
         raise KpdiffInputError("\n".join(errors))
     total = len(window_frames(gt_set) | window_frames(det_set))

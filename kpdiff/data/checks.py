@@ -133,15 +133,14 @@ def preflight(
     dataset: TopDownClipDataset,
     videos: Sequence[VideoAnnotation],
     boxes: str | Path | None,
-    min_score: float,
 ) -> list[str]:
     """The problems that would crash a run late or give a silent AP of 0, one message each.
 
     Args:
         dataset: the clip dataset about to be evaluated.
         videos: its ground truth.
-        boxes: the detector-box file it was built with, or ``None`` / ``"gt"``.
-        min_score: the box score threshold it used.
+        boxes: the detector-box file it was built with, or ``None`` / ``"gt"``; read with the
+            dataset's own box threshold (``dataset.config.min_box_score``).
 
     Returns:
         Messages for frames of clip windows that do not exist and for detector boxes that
@@ -152,7 +151,7 @@ def preflight(
     if missing:
         problems.append(missing_frames_message(missing, total))
     if boxes not in (None, "gt"):
-        dets = read_detections(boxes, min_score=min_score)
+        dets = read_detections(boxes, min_score=dataset.config.min_box_score)
         labelled, with_box, _ = box_coverage(videos, dets)
         if labelled and not with_box:
             problems.append(box_mismatch_message(videos, dets, str(boxes)))

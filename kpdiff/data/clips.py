@@ -23,12 +23,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from kpdiff.codecs import HEATMAP_STRIDE, GaussianHeatmapCodec
+from kpdiff.codecs import GaussianHeatmapCodec
 from kpdiff.data.detections import DEFAULT_MIN_SCORE, boxes_for_frame, read_detections
 from kpdiff.data.schemas import KeypointSchema, get_schema
 from kpdiff.data.structures import PersonAnnotation, VideoAnnotation
 from kpdiff.data.transforms import apply_affine, box_to_center_scale, crop_affine, invert_affine
 from kpdiff.errors import KpdiffInputError
+from kpdiff.strides import HEATMAP_STRIDE
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -251,9 +252,7 @@ class TopDownClipDataset(Dataset):
         self.config = config or ClipConfig()
         self.augment = augment
         h, w = self.config.input_size
-        self.codec = codec or GaussianHeatmapCodec(
-            heatmap_size=(h // HEATMAP_STRIDE, w // HEATMAP_STRIDE), stride=HEATMAP_STRIDE
-        )
+        self.codec = codec or GaussianHeatmapCodec((h // HEATMAP_STRIDE, w // HEATMAP_STRIDE))
         if tuple(self.codec.input_size) != (h, w):
             raise KpdiffInputError(
                 f"codec: its input size {self.codec.input_size} differs from input_size {(h, w)}"

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from kpdiff.data.structures import PersonAnnotation
-from kpdiff.errors import KpdiffInputError
+from kpdiff.errors import KpdiffInputError, check_number
 
 __all__ = ["PersonPose", "batch_poses"]
 
@@ -81,11 +81,7 @@ class PersonPose:
         }
         for name, value in arrays.items():
             object.__setattr__(self, name, value)
-        if not isinstance(self.box_score, int | float | np.number) or isinstance(
-            self.box_score, bool
-        ):
-            raise KpdiffInputError(f"box_score: expected a number, got {self.box_score!r}")
-        object.__setattr__(self, "box_score", float(self.box_score))
+        object.__setattr__(self, "box_score", check_number("box_score", self.box_score))
         for name in ("track_id", "frame_index", "gt_track_id"):
             object.__setattr__(self, name, _int(name, getattr(self, name), name != "gt_track_id"))
         if self.video is not None and not isinstance(self.video, str):

@@ -213,7 +213,7 @@ def evaluate_checkpoint(
         videos, root, detections=None if boxes == "gt" else boxes, schema=keypoints,
         config=model.data_config(edge=edge, min_box_score=min_box_score),
     )  # fmt: skip
-    problems = preflight(dataset, videos, boxes, min_box_score)
+    problems = preflight(dataset, videos, boxes)
     if problems:
         raise KpdiffInputError("\n".join(problems))
     if info.is_main:

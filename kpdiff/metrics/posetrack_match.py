@@ -25,7 +25,8 @@ _CHUNK_ELEMS = 1 << 22  # frames are matched in chunks of at most this many [P, 
 def head_size(head_box: np.ndarray) -> float:
     """poseval's headSize of a head box ``[4]`` ``xyxy``: 0.6 × its diagonal (pixels), with
     poseval's own arithmetic (``np.linalg.norm``), so that a joint on the threshold is judged as
-    poseval judges it. A joint is correct within :data:`PCKH_THRESHOLD` × this."""
+    poseval judges it. A joint is correct within
+    :data:`~kpdiff.metrics.posetrack_ap.PCKH_THRESHOLD` × this."""
     x0, y0, x1, y1 = (float(v) for v in head_box)
     return _HEAD_FACTOR * float(np.linalg.norm(np.subtract([x1, y1], [x0, y0])))
 

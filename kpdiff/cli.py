@@ -44,6 +44,13 @@ def arg(*flags: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
     return flags, kwargs
 
 
+CHECKPOINT_ARG = arg(
+    "checkpoint", metavar="CHECKPOINT",
+    help="a save_pretrained folder (RUN/best, RUN/checkpoints/step-…) or a run folder (its best/, "
+         "else its latest checkpoint)",
+)  # fmt: skip
+
+
 def subcommand(
     name: str, *, help: str, arguments: Sequence[tuple[tuple[str, ...], dict[str, Any]]] = ()
 ) -> Callable[[Handler], Handler]:
@@ -207,8 +214,7 @@ def train(args: argparse.Namespace) -> int:
     "evaluate-model",
     help="run a trained model on a dataset split, write predictions and print the AP table",
     arguments=[
-        arg("checkpoint", metavar="CHECKPOINT",
-            help="a save_pretrained folder (RUN/best, RUN/checkpoints/step-…) or a run folder"),
+        CHECKPOINT_ARG,
         arg("--data", default=None, metavar="ROOT",
             help="dataset root, PoseTrack layout (default: the run's experiment.yaml data.root)"),
         arg("--split", default=None, help="split to evaluate (default: the run's, else val)"),
@@ -355,8 +361,7 @@ def predict(args: argparse.Namespace) -> int:
     "export",
     help="export a checkpoint's encoder and decoder step (ONNX, or torch.export) for deployment",
     arguments=[
-        arg("checkpoint", metavar="CHECKPOINT",
-            help="a folder written by save_pretrained (e.g. RUN/best or RUN/checkpoints/step-…)"),
+        CHECKPOINT_ARG,
         arg("--format", choices=["onnx", "torch-export"], default="onnx", dest="fmt",
             help="onnx: encoder.onnx + decoder_step.onnx for the numpy sampler "
                  "(kpdiff.onnx_sampler); torch-export: the same graphs as .pt2 (default: onnx)"),
@@ -368,12 +373,13 @@ def predict(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     """``kpdiff export CHECKPOINT [--format onnx|torch-export] [--out DIR]``."""
     from kpdiff.diffpose import DiffPose
+    from kpdiff.engine.evaluate_checkpoint import resolve_checkpoint
     from kpdiff.export import export_onnx, export_torch
 
     _output_folder("--out", args.out)
-    if args.opset < 17:
+    if args.fmt == "onnx" and args.opset < 17:  # before the model loads
         raise KpdiffInputError(f"--opset: expected an ONNX opset >= 17, got {args.opset}")
-    model = DiffPose.from_pretrained(args.checkpoint)
+    model = DiffPose.from_pretrained(resolve_checkpoint(args.checkpoint))
     if args.fmt == "onnx":
         report = export_onnx(model, args.out, opset=args.opset)
     else:

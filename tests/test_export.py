@@ -143,6 +143,18 @@ def test_torch_export_format(exported, tmp_path):
         OnnxPoseSampler(tmp_path / "pt2")
 
 
+def test_export_takes_a_run_folder_as_evaluate_model_does(exported, tmp_path):
+    """``kpdiff export RUN`` exports the run's best/ (as ``kpdiff evaluate-model RUN`` reads it);
+    --opset concerns ONNX only."""
+    model, _ = exported
+    model.save_pretrained(tmp_path / "run" / "best")
+    out = tmp_path / "pt2"
+    args = ["export", str(tmp_path / "run"), "--format", "torch-export", "--opset", "9"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert (out / "sampler.json").is_file()
+    assert main(["export", str(tmp_path / "run"), "--opset", "9", "--out", str(out)]) == 2
+
+
 # ------------------------------------------------------------------- the numpy arithmetic
 
 

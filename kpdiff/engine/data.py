@@ -103,9 +103,10 @@ def prepare_datasets(
     )  # fmt: skip
 
 
-def resolve_boxes(val_boxes: str, root: Path) -> Path | None:
+def resolve_boxes(val_boxes: str, root: Path, argument: str = "data.val_boxes") -> Path | None:
     """``None`` for ``"gt"``; else the box file, a relative path tried from the working folder
     first and then from the dataset root (so ``--set data.root=…`` carries relative boxes along).
+    ``argument`` names the value in the error. Default ``"data.val_boxes"``.
     """
     if val_boxes == "gt":
         return None
@@ -113,6 +114,6 @@ def resolve_boxes(val_boxes: str, root: Path) -> Path | None:
         if candidate.is_file():
             return candidate
     raise KpdiffInputError(
-        f"data.val_boxes: {val_boxes} does not exist (nor under data.root {root}); "
+        f"{argument}: {val_boxes} does not exist (nor under the data root {root}); "
         f"use 'gt' or a detector-box JSON file"
     )

@@ -91,8 +91,8 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
         return path
     if (path / "best" / "config.json").is_file():
         return path / "best"
-    if path.is_dir() and latest_checkpoint(path) is not None:
-        return latest_checkpoint(path)
+    if path.is_dir() and (latest := latest_checkpoint(path)) is not None:
+        return latest
     if not path.exists():
         raise KpdiffInputError(f"checkpoint: {path} does not exist")
     return path  # from_pretrained names what is missing
@@ -175,45 +175,41 @@ def evaluate_checkpoint(
     """
     from kpdiff.data.checks import preflight
     from kpdiff.data.clips import TopDownClipDataset
-    from kpdiff.data.detections import DEFAULT_MIN_SCORE
     from kpdiff.data.posetrack import read_posetrack
     from kpdiff.data.schemas import get_schema
     from kpdiff.diffpose import DiffPose
+    from kpdiff.engine.config import ExperimentConfig
+    from kpdiff.engine.data import resolve_boxes
     from kpdiff.engine.distributed import DistInfo, amp_dtype
     from kpdiff.engine.evaluate import evaluate_model
 
     info = info or DistInfo()
     path = resolve_checkpoint(checkpoint)
-    model = DiffPose.from_pretrained(path).to(info.device)
     experiment, config_path = _experiment(path, config, overrides)
-    d = experiment.data if experiment is not None else None
-    root = data if data is not None else (d.root if d else None)
+    # without an experiment, its defaults; but no default data root, and the model's schema
+    d, ev = (experiment or ExperimentConfig()).data, (experiment or ExperimentConfig()).eval
+    root = data if data is not None else (d.root if experiment is not None else None)
     if root is None:
         raise KpdiffInputError("--data: required (no experiment.yaml beside the checkpoint)")
-    split = split or (d.val_split if d else "val")
-    boxes = str(boxes or (d.val_boxes if d else "gt"))
-    edge = edge or (d.edge if d else "clamp")
-    if min_box_score is None:
-        min_box_score = d.min_box_score if d else DEFAULT_MIN_SCORE
-    name = schema or (d.schema if d else None) or model.config.schema or "posetrack"
+    model = DiffPose.from_pretrained(path).to(info.device)
+    split, boxes, edge = split or d.val_split, str(boxes or d.val_boxes), edge or d.edge
+    min_box_score = d.min_box_score if min_box_score is None else min_box_score
+    name = schema or (d.schema if experiment is not None else model.config.schema) or "posetrack"
     keypoints = get_schema(name)
     model.config.check_schema(keypoints, "--schema")
-    if boxes != "gt" and not Path(boxes).is_file():
-        raise KpdiffInputError(f"--boxes: {boxes} does not exist (use 'gt' or a JSON file)")
-    ev = experiment.eval if experiment is not None else None
+    box_file = resolve_boxes(boxes, Path(root), "--boxes")  # None for "gt"
     if full_sweep:
-        ns, ss = (ev.sweep_num_samples, ev.sweep_steps) if ev else ((1, 5, 10), (1, 2, 4))
+        ns, ss = ev.sweep_num_samples, ev.sweep_steps
     else:
-        ns = num_samples or ([ev.num_samples] if ev else [10])
-        ss = steps or ([ev.steps] if ev else [4])
+        ns, ss = num_samples or [ev.num_samples], steps or [ev.steps]
     grid = [(n, s) for n in ns for s in ss]
 
     videos = read_posetrack(root, split=split, schema=keypoints)
     dataset = TopDownClipDataset.from_videos(
-        videos, root, detections=None if boxes == "gt" else boxes, schema=keypoints,
+        videos, root, detections=box_file, schema=keypoints,
         config=model.data_config(edge=edge, min_box_score=min_box_score),
     )  # fmt: skip
-    problems = preflight(dataset, videos, boxes)
+    problems = preflight(dataset, videos, box_file)
     if problems:
         raise KpdiffInputError("\n".join(problems))
     if info.is_main:

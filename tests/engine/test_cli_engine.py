@@ -222,6 +222,14 @@ def test_evaluate_model_takes_the_data_settings_of_the_run(
     assert code == 0, err
     again = json.loads((tmp_path / "eval2" / "results.json").read_text())
     assert (again["edge"], again["boxes"]) == ("clamp", "gt")  # arguments override the run's
+    # a box file relative to data.root (training reads it so) is found there too
+    config.data.val_boxes = "detections/val_boxes.json"
+    save_config(config, run_dir / "experiment.yaml")
+    code, _, err = run(capsys, "evaluate-model", run_dir, "--max-clips", "4", "-q",
+                       "--out", tmp_path / "eval3")  # fmt: skip
+    assert code == 0, err
+    third = json.loads((tmp_path / "eval3" / "results.json").read_text())
+    assert third["boxes"] == "detections/val_boxes.json" and third["results"] == results["results"]
 
 
 def test_evaluate_model_with_detector_boxes(capsys, tiny_model_dir, tiny_data):

@@ -7,7 +7,6 @@ DiffPose: the encoder and the decoder's pyramid) runs once per batch of clips, a
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from collections import defaultdict
@@ -267,29 +266,34 @@ def predictions_to_videos(
     A record's ``track_id`` (a tracker's id, see :class:`~kpdiff.tracking.IoUTracker`) stays
     its person's; in frames with an untracked record (``None``) it is the position in the frame.
     """
-    by_frame: dict[tuple[str | None, int | None], list[PersonAnnotation]] = defaultdict(list)
+    by_frame: dict[tuple[str | None, int | None], list[PersonPose]] = defaultdict(list)
     for row in rows:
-        by_frame[(row.video, row.frame_index)].append(row.to_annotation())
+        by_frame[(row.video, row.frame_index)].append(row)
     videos = []
     for video in gt_videos:
-        frames = []
-        for frame in video.frames:
-            persons = by_frame.get((video.name, frame.frame_index), [])
-            if any(p.track_id is None for p in persons):
-                for i, person in enumerate(persons):  # untracked: the position in the frame
-                    person.track_id = i
-            gt_frame = copy.copy(frame)
-            frames.append(
-                FrameAnnotation(
-                    image_path=gt_frame.image_path,
-                    frame_index=gt_frame.frame_index,
-                    image_id=gt_frame.image_id,
-                    is_labeled=gt_frame.is_labeled,
-                    persons=persons,
-                )
+        frames = [
+            FrameAnnotation(
+                image_path=frame.image_path,
+                frame_index=frame.frame_index,
+                image_id=frame.image_id,
+                is_labeled=frame.is_labeled,
+                persons=frame_persons(by_frame.get((video.name, frame.frame_index), [])),
             )
+            for frame in video.frames
+        ]
         videos.append(VideoAnnotation(name=video.name, frames=frames))
     return videos
+
+
+def frame_persons(records: Sequence[PersonPose]) -> list[PersonAnnotation]:
+    """The records of one frame as annotations (what the writers and the AP take): a record's
+    ``track_id`` stays its person's; in a frame with an untracked record (``None``) every
+    person's is its position in the frame."""
+    persons = [r.to_annotation() for r in records]
+    if any(p.track_id is None for p in persons):
+        for i, person in enumerate(persons):
+            person.track_id = i
+    return persons
 
 
 def write_predictions(

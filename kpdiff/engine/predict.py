@@ -30,9 +30,10 @@ from kpdiff.data.detections import DEFAULT_MIN_SCORE, image_key, read_detections
 from kpdiff.data.posetrack import write_posetrack18_predictions
 from kpdiff.data.records import PersonPose
 from kpdiff.data.schemas import KeypointSchema
-from kpdiff.data.structures import FrameAnnotation, PersonAnnotation, VideoAnnotation
+from kpdiff.data.structures import FrameAnnotation, VideoAnnotation
 from kpdiff.detection import PersonDetector
 from kpdiff.drawing import draw_poses
+from kpdiff.engine.evaluate import frame_persons
 from kpdiff.errors import KpdiffInputError
 from kpdiff.io import write_json_atomic
 from kpdiff.pipeline import PosePipeline
@@ -95,15 +96,13 @@ class VideoPrediction:
     def video(self) -> VideoAnnotation:
         """The predictions as a :class:`VideoAnnotation` with every frame present (image id =
         frame index; a person without a track id gets its position in the frame)."""
-        by_frame: dict[int | None, list[PersonAnnotation]] = defaultdict(list)
+        by_frame: dict[int | None, list[PersonPose]] = defaultdict(list)
         for p in self.persons:
-            by_frame[p.frame_index].append(p.to_annotation())
-        for persons in by_frame.values():
-            if any(p.track_id is None for p in persons):
-                for i, person in enumerate(persons):
-                    person.track_id = i
+            by_frame[p.frame_index].append(p)
         frames = [
-            FrameAnnotation(image_path=str(p), frame_index=i, image_id=i, persons=by_frame[i])
+            FrameAnnotation(
+                image_path=str(p), frame_index=i, image_id=i, persons=frame_persons(by_frame[i])
+            )
             for i, p in enumerate(self.frames)
         ]
         return VideoAnnotation(self.name, frames)

@@ -14,34 +14,19 @@ largest keypoint difference between the two on that noise is printed too.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
 
 import numpy as np
 import onnxruntime
 import torch
+from inference import interleaved_times, summary  # benchmarks/inference.py
 
 from kpdiff.diffpose import PRESETS, DiffPose
 from kpdiff.export import export_onnx
+from kpdiff.io import write_json_atomic
 from kpdiff.onnx_sampler import OnnxPoseSampler
-
-
-def interleaved_times(
-    fns: dict[str, Callable[[], object]], *, repeats: int, warmup: int
-) -> dict[str, list[float]]:
-    """Seconds of each function, run in turn ``warmup + repeats`` times; warm-ups dropped."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for i in range(warmup + repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            if i >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return times
 
 
 def bench_preset(
@@ -71,13 +56,14 @@ def bench_preset(
 
         diff = float(np.abs(onnx().keypoints - eager().keypoints.numpy()).max())
         raw = interleaved_times(
-            {"torch eager": eager, "onnxruntime": onnx}, repeats=repeats, warmup=warmup
-        )
+            {"torch eager": eager, "onnxruntime": onnx}, repeats=repeats, warmup=warmup,
+            device=torch.device("cpu"),
+        )  # fmt: skip
     return {
         "preset": name,
         "export_s": export_s,
         "max_keypoint_diff_px": diff,
-        "seconds": {k: (statistics.median(v), min(v)) for k, v in raw.items()},
+        "seconds": {k: summary(v) for k, v in raw.items()},
         "raw": raw,
     }
 
@@ -128,8 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("\n" + table(results, args.batch))
     out = {"machine": machine, "args": vars(args), "results": results}
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=2)
+        write_json_atomic(out, args.json)
     return out
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import platform
 import statistics
 import time
@@ -25,6 +24,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from kpdiff.diffpose import PRESETS, DiffPose
+from kpdiff.io import write_json_atomic
 from kpdiff.sampling import repeat_cond
 
 
@@ -198,8 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"({1e3 * best:.0f} ms min)"
         )
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2)
+        write_json_atomic(results, args.json)
     return results
 
 

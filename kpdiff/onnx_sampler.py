@@ -263,8 +263,7 @@ class OnnxPoseSampler:
         s = self._sampling
         n = check_int("num_samples", s["num_samples"] if num_samples is None else num_samples)
         steps = check_int("steps", s["steps"] if steps is None else steps, high=self._T)
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-            raise KpdiffInputError(f"seed: expected an integer >= 0, got {seed!r:.60}")
+        seed = check_int("seed", seed, low=0)
         clips = self._check_clips(clips)
         b = clips.shape[0]
         k, (h, w) = self.num_keypoints, self.heatmap_size

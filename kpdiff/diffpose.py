@@ -25,7 +25,14 @@ from kpdiff.decoder import DecoderCondition, PoseDecoder
 from kpdiff.diffpose_config import PRESETS, DiffPoseConfig
 from kpdiff.diffusion import HeatmapDiffusion, default_scheduler
 from kpdiff.encoder import SpatioTemporalEncoder
-from kpdiff.errors import KpdiffInputError, check_dtype, check_finite, check_shape
+from kpdiff.errors import (
+    CLIP_MAX_ABS,
+    KpdiffInputError,
+    check_dtype,
+    check_finite,
+    check_shape,
+)
+from kpdiff.hub import CONFIG_NAME, WEIGHTS_NAME
 from kpdiff.io import atomic_path, load_safetensors, state_dict_diff, write_text_atomic
 from kpdiff.sampling import EnsembleResult, EnsembleSampler
 
@@ -34,7 +41,6 @@ if typing.TYPE_CHECKING:
 
 __all__ = ["DiffPose", "PretrainedMixin", "build_encoder"]
 
-CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 _M = TypeVar("_M", bound="PretrainedMixin")
 
 
@@ -199,9 +205,6 @@ class PretrainedMixin(nn.Module):
         return model.to(map_location)
 
 
-_CLIP_MAX_ABS = 1e4  # normalised images are O(1); far larger values overflow LayerNorm to NaN
-
-
 class DiffPose(PretrainedMixin):
     """SpatioTemporal diffusion model for video pose estimation.
 
@@ -257,7 +260,7 @@ class DiffPose(PretrainedMixin):
             raise KpdiffInputError(
                 f"clips: expected a tensor on the model's device {param.device}, got {clips.device}"
             )
-        check_finite("clips", clips, max_abs=_CLIP_MAX_ABS)
+        check_finite("clips", clips, max_abs=CLIP_MAX_ABS)
         return clips.to(param.dtype)
 
     def denoise(

@@ -31,6 +31,11 @@ __all__ = [
 ]
 
 
+CLIP_MAX_ABS = 1e4
+"""The largest ``|x|`` a model input clip may hold: normalised images are O(1), and far larger
+values overflow the encoder's normalisation to NaN (``DiffPose`` and the ONNX sampler check it)."""
+
+
 class KpdiffError(Exception):
     """Base class of every error kpdiff raises on purpose."""
 

@@ -38,8 +38,9 @@ __all__ = [
     "resolve_pretrained",
 ]
 
-CARD_NAME = "README.md"
-_FILES = ("config.json", "model.safetensors")  # what from_pretrained reads (DiffPose's names)
+CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
+"""The files of a ``save_pretrained`` folder: the config, the weights and the model card."""
+_FILES = (CONFIG_NAME, WEIGHTS_NAME)  # what from_pretrained reads
 # "org/name": letters, digits, "-", "_", "."; no "--" or ".." (the Hub's own rules), no "./".
 _PART = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
 _REPO_ID = re.compile(rf"{_PART}/{_PART}")

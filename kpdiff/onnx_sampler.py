@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from kpdiff.errors import KpdiffInputError, check_int
+from kpdiff.errors import CLIP_MAX_ABS, KpdiffInputError, check_int
 from kpdiff.onnx_numpy import ddim_step, ddim_timesteps, decode_heatmaps, render_heatmaps
 from kpdiff.onnx_sidecar import SIDECAR_FILE, SIDECAR_FORMAT, SIDECAR_VERSION, read_sidecar
 
@@ -43,8 +43,6 @@ __all__ = [
     "decode_heatmaps",
     "render_heatmaps",
 ]
-
-_CLIP_MAX_ABS = 1e4  # as DiffPose.predict: larger values overflow the encoder's normalisation
 
 
 @dataclass
@@ -316,9 +314,9 @@ class OnnxPoseSampler:
                 f"got {clips.dtype}"
             )
         clips = np.ascontiguousarray(clips, dtype=np.float32)
-        if not np.isfinite(clips).all() or np.abs(clips).max() > _CLIP_MAX_ABS:
+        if not np.isfinite(clips).all() or np.abs(clips).max() > CLIP_MAX_ABS:
             raise KpdiffInputError(
-                f"clips: expected finite values with |x| <= {_CLIP_MAX_ABS:g} (normalised "
+                f"clips: expected finite values with |x| <= {CLIP_MAX_ABS:g} (normalised "
                 f"images), got max |x| = {float(np.abs(clips).max()):.3g}"
             )
         return clips

@@ -168,14 +168,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """``kpdiff evaluate-model``'s job (:func:`~kpdiff.engine.evaluate_checkpoint.
     evaluate_checkpoint`, same options, same results.json) with the paper's row beside it."""
     from kpdiff.cli import checkpoint_eval_options
-    from kpdiff.engine.distributed import init_distributed
+    from kpdiff.engine.distributed import cleanup, init_distributed
     from kpdiff.engine.evaluate_checkpoint import evaluate_checkpoint
 
     info = init_distributed(args.device)
-    result = evaluate_checkpoint(
-        args.checkpoint, **checkpoint_eval_options(args), info=info,
-        progress=False if args.quiet else None,
-    )  # fmt: skip
+    try:
+        result = evaluate_checkpoint(
+            args.checkpoint, **checkpoint_eval_options(args), info=info,
+            progress=False if args.quiet else None,
+        )  # fmt: skip
+    finally:
+        cleanup()  # leave the process group (torchrun), as kpdiff evaluate-model does
     if result is None:  # not rank 0
         return 0
     print(f"grid: {', '.join(f'N={n} steps={s}' for n, s in result.sweep.ap)}")

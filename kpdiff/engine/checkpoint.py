@@ -44,6 +44,7 @@ from kpdiff.engine.config import (
     write_text_atomic,
 )
 from kpdiff.errors import KpdiffInputError
+from kpdiff.hub import WEIGHTS_NAME
 from kpdiff.io import atomic_path, current_umask, load_safetensors, remove_stale_temp_files
 
 __all__ = [
@@ -321,7 +322,7 @@ def _write_model_files(model: nn.Module, directory: Path) -> None:
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(directory / "model.safetensors") as tmp:
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
         save_file(tensors, str(tmp))
 
 

@@ -85,11 +85,12 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
         KpdiffInputError: nothing of the kind at ``checkpoint``.
     """
     from kpdiff.engine.checkpoint import latest_checkpoint
+    from kpdiff.hub import CONFIG_NAME
 
     path = Path(checkpoint)
-    if (path / "config.json").is_file():
+    if (path / CONFIG_NAME).is_file():
         return path
-    if (path / "best" / "config.json").is_file():
+    if (path / "best" / CONFIG_NAME).is_file():
         return path / "best"
     if path.is_dir() and (latest := latest_checkpoint(path)) is not None:
         return latest

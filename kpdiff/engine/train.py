@@ -51,6 +51,7 @@ from kpdiff.engine.train_steps import (
     validation_due,
 )
 from kpdiff.errors import KpdiffInputError
+from kpdiff.hub import CONFIG_NAME, WEIGHTS_NAME
 from kpdiff.io import load_safetensors, state_dict_diff
 
 __all__ = ["TrainResult", "TrainablePoseModel", "train"]
@@ -308,7 +309,7 @@ def _finish(run: TrainRun, *, stopped: bool) -> TrainResult:
 
 def _load_weights(model: nn.Module, checkpoint: Path) -> None:
     """Load a checkpoint's weights; weights of another model are a one-line error."""
-    state = load_safetensors(checkpoint / "model.safetensors", finite=True)
+    state = load_safetensors(checkpoint / WEIGHTS_NAME, finite=True)
     own = model.state_dict()
     diff = state_dict_diff(own, state)
     problems = [f"missing {k}" for k in diff["missing"]]
@@ -331,7 +332,7 @@ def _load_weights(model: nn.Module, checkpoint: Path) -> None:
 def _config_differences(model: nn.Module, checkpoint: Path) -> str:
     """``"; model options that differ: dim 64 vs 32, …"`` from the checkpoint's config.json."""
     try:
-        saved = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+        saved = json.loads((checkpoint / CONFIG_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
         return ""
     if not isinstance(saved, dict):

@@ -102,10 +102,6 @@ class _LossModule(nn.Module):
         return self.model.loss(clips, heatmaps, weights)
 
 
-def _autocast_dtype(config: ExperimentConfig, device: torch.device) -> torch.dtype | None:
-    return amp_dtype(config.runtime.amp, device)
-
-
 def train(
     config: ExperimentConfig,
     *,
@@ -195,7 +191,7 @@ def _setup(
     if opt_cfg.max_steps is not None:
         total = min(total, opt_cfg.max_steps)
     scheduler, per_step = lr_schedule(optimizer, opt_cfg, total, per_epoch)
-    amp = _autocast_dtype(config, info.device)
+    amp = amp_dtype(config.runtime.amp, info.device)
     return TrainRun(
         config=config, record=experiment_record(config, model, given_datasets), info=info,
         out=out, datasets=datasets, model=trained, loss_module=loss_module, params=params,

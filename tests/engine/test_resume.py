@@ -91,7 +91,7 @@ def test_resume_is_exact_with_worker_processes(tiny_data, tmp_path):
 def test_fp16_loss_scaling_is_checkpointed_and_resumed(tiny_data, tmp_path, monkeypatch):
     # fp16 autocast is used on GPUs only; CPU autocast runs the same code path here.
     module = importlib.import_module("kpdiff.engine.train")
-    monkeypatch.setattr(module, "_autocast_dtype", lambda config, device: torch.float16)
+    monkeypatch.setattr(module, "amp_dtype", lambda amp, device: torch.float16)
     cfg = tiny_experiment(tiny_data, tmp_path / "run")
     cfg.optim.max_steps = 4
     first = train(cfg, stop_after=4).losses

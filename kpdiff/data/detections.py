@@ -12,6 +12,7 @@ Boxes scoring below ``min_score`` (default 0.2, as DCPose and its successors) ar
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path, PurePosixPath
 
@@ -162,13 +163,21 @@ def convert_boxes(
         if rec.get("category_id", 1) != 1:
             continue
         box, score = rec.get("bbox"), rec.get("score")
-        ok = isinstance(box, list) and len(box) == 4 and isinstance(score, int | float)
-        if not ok or not all(isinstance(v, int | float) for v in box):
+        numbers = [score, *box] if isinstance(box, list) and len(box) == 4 else None
+        if not numbers or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in numbers
+        ):
             raise KpdiffInputError(f"{src}: record {i}: expected 'bbox' [4 numbers] and 'score'")
         if score < min_score:
             continue
         if box_format == "xyxy":
             box = [box[0], box[1], box[2] - box[0], box[3] - box[1]]
+        if box[2] < 0 or box[3] < 0:  # read_detections would refuse the written file
+            raise KpdiffInputError(
+                f"{src}: record {i}: a box of negative width or height as {box_format} "
+                f"({rec['bbox']}); is --box-format right?"
+            )
         if "image_name" in rec:
             name = rec["image_name"]
         elif rec.get("image_id") in names:

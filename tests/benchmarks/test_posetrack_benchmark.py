@@ -15,6 +15,7 @@ import torch
 
 from kpdiff.data import SyntheticConfig, build_synthetic_dataset, read_detections, read_posetrack
 from kpdiff.diffpose import DiffPose
+from kpdiff.errors import KpdiffInputError
 
 FOLDER = Path(__file__).resolve().parents[2] / "benchmarks" / "posetrack"
 SAMPLE = Path(
@@ -175,6 +176,15 @@ def test_prepare_check_and_convert_boxes(synthetic, tmp_path) -> None:
     assert dets[f"{videos[0].name}/{Path(frame.image_path).name}"].tolist() == [
         [10.0, 20.0, 50.0, 100.0, 0.8]
     ]
+    # a record that would write a file read_detections refuses is refused here, by number
+    for bad in ({"bbox": [10, 20, 60, 120], "score": True}, {"bbox": [60, 20, 10, 120]}):
+        record = {"image_id": frame.image_id, "score": 0.8, **bad}
+        (tmp_path / "bad.json").write_text(json.dumps([record]))
+        with pytest.raises(KpdiffInputError, match=r"bad\.json: record 0"):
+            prepare.convert_boxes(
+                tmp_path / "bad.json", tmp_path / "out.json", data=root, box_format="xyxy"
+            )
+    assert not (tmp_path / "out.json").exists()
 
 
 def test_prepare_check_names_missing_frames(synthetic, tmp_path) -> None:
